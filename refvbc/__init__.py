@@ -1,0 +1,5 @@
+"""refvbc: a reference implementation of Improved Bayesian Compression
+(Federici, Ullrich, Welling 2017): Sparse Variational Dropout + Soft Weight-Sharing,
+handwritten forward/backward passes, and a real compressed-model file format."""
+
+__version__ = "0.1.0"
