@@ -1,0 +1,25 @@
+"""Numba kernel for one in-place Adam update of a flat array (PyTorch's formula; the NumPy reference
+is `refvbc.optim.adam_update_numpy`).
+
+Shape legend: p, g, m, v are 1-D contiguous arrays of one dtype, length D.
+"""
+
+import numba
+import numpy as np
+
+
+@numba.njit(parallel=True, cache=True)
+def adam_update(p, g, m, v, lr, beta1, beta2, eps, bias_correction1, bias_correction2):
+    """In place: m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
+    p -= (lr / bc1) * m / (sqrt(v) / sqrt(bc2) + eps)   (torch.optim.Adam, non-amsgrad)."""
+    step_size = lr / bias_correction1
+    sq_bc2 = np.sqrt(bias_correction2)
+    one_m_b1 = 1.0 - beta1
+    one_m_b2 = 1.0 - beta2
+    for i in numba.prange(p.shape[0]):
+        gi = g[i]
+        mi = beta1 * m[i] + one_m_b1 * gi
+        vi = beta2 * v[i] + one_m_b2 * gi * gi
+        m[i] = mi
+        v[i] = vi
+        p[i] = p[i] - step_size * mi / (np.sqrt(vi) / sq_bc2 + eps)

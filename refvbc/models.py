@@ -1,0 +1,168 @@
+"""LeNet-300-100 and LeNet-5 (spec "Architectures"): initialisation, training forward/backward
+(variational with noise passed in, or deterministic), evaluation forward with weight means and masks.
+
+Shape legend
+    B            batch size
+    x            lenet300: (B, 784); lenet5: (B, 1, 28, 28)   float32 or float64
+    y            (B,) int labels
+    logits       (B, 10)
+    noise[name]  standard-normal eps in the pre-activation shape of layer `name`: (B,) + preact_shape
+    params       flat dict: "<layer>.theta", "<layer>.bias", ["<layer>.log_sigma2"], ["gmm.*"]
+
+Network: every layer but the last is followed by ReLU; conv layers by ReLU then 2x2 max-pool; the
+conv->dense boundary flattens in (C, H, W) order.
+"""
+
+import numpy as np
+
+from . import layers
+from .arch import INPUT_SHAPES, get_arch
+
+
+def is_variational(params, arch):
+    """True when the parameter dict carries log-variances (VD / VD+SWS models)."""
+    return f"{get_arch(arch)[0].name}.log_sigma2" in params
+
+
+def init_params(arch, rng, dtype=np.float32):
+    """PyTorch-default initialisation of a deterministic network (U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+    for weights and biases).  Inputs: arch name, numpy Generator.  Returns a params dict."""
+    params = {}
+    for layer in get_arch(arch):
+        fan_in = int(np.prod(layer.weight_shape[1:]))
+        bound = 1.0 / np.sqrt(fan_in)
+        params[f"{layer.name}.theta"] = rng.uniform(-bound, bound, layer.weight_shape).astype(dtype)
+        params[f"{layer.name}.bias"] = rng.uniform(-bound, bound, layer.weight_shape[0]).astype(dtype)
+    return params
+
+
+def add_log_sigma2(params, arch, init=-10.0):
+    """Return a copy of deterministic `params` with `<layer>.log_sigma2` = init (paper Table 3)."""
+    out = {k: v.copy() for k, v in params.items()}
+    for layer in get_arch(arch):
+        theta = out[f"{layer.name}.theta"]
+        out[f"{layer.name}.log_sigma2"] = np.full(theta.shape, init, dtype=theta.dtype)
+    return out
+
+
+def weight_keys(arch):
+    """Names of the weight-mean tensors, in layer order."""
+    return [f"{layer.name}.theta" for layer in get_arch(arch)]
+
+
+def draw_noise(arch, batch, rng, dtype=np.float32):
+    """Standard-normal noise for every layer's pre-activation: {layer name: (B,) + preact_shape}."""
+    return {layer.name: rng.standard_normal((batch,) + layer.preact_shape, dtype=np.float32).astype(dtype, copy=False)
+            for layer in get_arch(arch)}
+
+
+def check_input(arch, x, y=None):
+    """Validate the input batch shape (and labels) for `arch`; returns x reshaped for the network."""
+    get_arch(arch)
+    shape = INPUT_SHAPES[arch]
+    x = np.asarray(x)
+    if x.ndim >= 1 and x.shape[1:] != tuple(shape):
+        if x.ndim == 2 and x.shape[1] == int(np.prod(shape)):
+            x = x.reshape((x.shape[0],) + tuple(shape))
+        else:
+            raise ValueError(f"{arch}: input must have shape (B, {', '.join(map(str, shape))}), got {x.shape}")
+    if x.ndim < 2:
+        raise ValueError(f"{arch}: input must be a batch (B, ...), got shape {x.shape}")
+    if y is not None:
+        y = np.asarray(y)
+        if y.shape != (x.shape[0],):
+            raise ValueError(f"{arch}: labels must have shape ({x.shape[0]},), got {y.shape}")
+        if y.size and (y.min() < 0 or y.max() > 9):
+            raise ValueError(f"{arch}: labels must lie in 0..9, got range {y.min()}..{y.max()}")
+    return x
+
+
+def forward(arch, params, x, noise=None, weights=None):
+    """Forward pass with caches for backward.
+
+    Inputs:  params; x (B, ...); noise dict -> variational (local reparameterization) layers, None ->
+             deterministic layers using `weights[name]` (default: the means `<layer>.theta`).
+    Returns: logits (B, 10), caches (list of (op, cache)) for `backward`.
+    """
+    net = get_arch(arch)
+    x = check_input(arch, x)
+    h = x
+    caches = []
+    for i, layer in enumerate(net):
+        n = layer.name
+        if layer.kind == "dense" and h.ndim == 4:
+            caches.append(("flatten", h.shape))
+            h = h.reshape(h.shape[0], -1)
+        b = params[f"{n}.bias"]
+        if noise is not None:
+            f = layers.vdense_forward if layer.kind == "dense" else layers.vconv2d_forward
+            h, c = f(h, params[f"{n}.theta"], params[f"{n}.log_sigma2"], b, noise[n])
+            caches.append(("v" + layer.kind, c))
+        else:
+            w = params[f"{n}.theta"] if weights is None else weights[n]
+            f = layers.dense_forward if layer.kind == "dense" else layers.conv2d_forward
+            h, c = f(h, w, b)
+            caches.append((layer.kind, c))
+        if i < len(net) - 1:
+            h, c = layers.relu_forward(h)
+            caches.append(("relu", c))
+            if layer.kind == "conv":
+                h, c = layers.maxpool2x2_forward(h)
+                caches.append(("pool", c))
+    return h, caches
+
+
+def backward(arch, dlogits, caches):
+    """Backward through `forward`'s caches.  Returns grads {"<layer>.theta", "<layer>.bias",
+    ["<layer>.log_sigma2"]} with the dtype of the parameters.  The input gradient is not computed."""
+    names = [layer.name for layer in get_arch(arch)]
+    li = len(names)
+    grads = {}
+    d = dlogits
+    for idx in range(len(caches) - 1, -1, -1):
+        op, c = caches[idx]
+        if op == "relu":
+            d = layers.relu_backward(d, c)
+        elif op == "pool":
+            d = layers.maxpool2x2_backward(d, c)
+        elif op == "flatten":
+            d = d.reshape(c)
+        else:
+            li -= 1
+            n = names[li]
+            need_dx = li > 0
+            if op == "vdense" or op == "vconv":
+                f = layers.vdense_backward if op == "vdense" else layers.vconv2d_backward
+                d, gt, gs, gb = f(d, c, need_dx=need_dx)
+                grads[f"{n}.log_sigma2"] = gs
+            else:
+                f = layers.dense_backward if op == "dense" else layers.conv2d_backward
+                d, gt, gb = f(d, c, need_dx=need_dx)
+            grads[f"{n}.theta"] = gt
+            grads[f"{n}.bias"] = gb
+    return grads
+
+
+def eval_weights(arch, params, masks=None):
+    """Weight means, times the 0/1 pruning masks {layer: bool array} where given."""
+    out = {}
+    for layer in get_arch(arch):
+        w = params[f"{layer.name}.theta"]
+        if masks is not None and layer.name in masks:
+            w = np.where(masks[layer.name], w, 0).astype(w.dtype)
+        out[layer.name] = w
+    return out
+
+
+def predict(arch, params, x, masks=None, batch_size=1000):
+    """Evaluation forward (deterministic, weight means, optional pruning masks) -> logits (N, 10)."""
+    weights = eval_weights(arch, params, masks)
+    x = check_input(arch, x)
+    out = [forward(arch, params, x[i:i + batch_size], weights=weights)[0]
+           for i in range(0, x.shape[0], batch_size)]
+    return np.concatenate(out, axis=0)
+
+
+def accuracy(arch, params, x, y, masks=None):
+    """Fraction of correctly classified examples."""
+    return float(np.mean(np.argmax(predict(arch, params, x, masks), axis=1) == y))

@@ -1,0 +1,91 @@
+"""The training objective of shared/spec/objective.md ("Loss"), assembled for one minibatch.
+
+    loss = mean_b CE(logits_b, y_b) + [ tau1 * KL_VD - tau2 * (sum_i log GM(theta_i) + sum_k log Gamma(lambda_k)) ] / N
+           (+ weight_decay/2 * sum theta^2 for the L2 baseline)
+
+Shape legend
+    B        batch size; N = n_data (60000 for MNIST)
+    params   flat dict (see models.py); grads use the same keys and dtypes
+    noise    {layer: eps (B,)+preact_shape} for variational models, None for deterministic ones
+
+Which terms are active follows from the parameters and the coefficients:
+    variational (log_sigma2 present and noise given), tau1 != 0  -> KL_VD          (phase "vd")
+    gmm.* present, tau2 != 0                                       -> mixture prior  (phases "vdsws", "sws")
+"""
+
+import numpy as np
+
+from . import layers, models, priors
+from .arch import GAMMA_ALPHA, GAMMA_BETA, N_TRAIN, PI0, get_arch
+
+GMM_KEYS = ("gmm.mu", "gmm.log_lambda", "gmm.log_pi")
+
+
+def loss_and_grads(arch, params, x, y, noise=None, tau1=1.0, tau2=0.0, n_data=N_TRAIN,
+                   weight_decay=0.0, pi0=PI0, gamma_alpha=GAMMA_ALPHA, gamma_beta=GAMMA_BETA):
+    """Loss of the spec and its gradient for every parameter.
+
+    Inputs:  arch; params dict; x (B, ...) ; y (B,) int; noise dict or None; coefficients.
+    Returns: loss (float), parts {"ce", "kl", "log_prior", "l2"} (unscaled sums; kl and log_prior are
+             the spec's KL_VD and sum log GM + sum log Gamma), logits (B, 10), grads {name: array}.
+    """
+    net = get_arch(arch)
+    y = np.asarray(y)
+    x = models.check_input(arch, x, y)
+    variational = models.is_variational(params, arch)
+    if noise is not None and not variational:
+        raise ValueError("noise given but the parameters have no log_sigma2 (deterministic model)")
+    if variational and noise is None:
+        raise ValueError("variational parameters need noise (pass models.draw_noise(...))")
+    if noise is not None:
+        for layer in net:
+            want = (x.shape[0],) + layer.preact_shape
+            got = np.shape(noise.get(layer.name))
+            if got != want:
+                raise ValueError(f"noise[{layer.name!r}] must have shape {want}, got {got}")
+
+    logits, caches = models.forward(arch, params, x, noise=noise)
+    ce, ce_cache = layers.softmax_ce_forward(logits, y)
+    grads = models.backward(arch, layers.softmax_ce_backward(1.0, ce_cache), caches)
+    parts = {"ce": float(ce), "kl": 0.0, "log_prior": 0.0, "l2": 0.0}
+    reg = 0.0
+    inv_n = 1.0 / float(n_data)
+
+    if variational and tau1 != 0.0:
+        kl_total = 0.0
+        for layer in net:
+            n = layer.name
+            kl, dth, dls = priors.kl_vd(params[f"{n}.theta"], params[f"{n}.log_sigma2"])
+            kl_total += kl
+            s = tau1 * inv_n
+            grads[f"{n}.theta"] += (s * dth).astype(dth.dtype, copy=False)
+            grads[f"{n}.log_sigma2"] += (s * dls).astype(dls.dtype, copy=False)
+        parts["kl"] = kl_total
+        reg += tau1 * kl_total
+
+    if "gmm.mu" in params and tau2 != 0.0:
+        thetas = [params[f"{layer.name}.theta"] for layer in net]
+        val, dthetas, dmu, dll, dlp = priors.mixture_prior(
+            thetas, params["gmm.mu"], params["gmm.log_lambda"], params["gmm.log_pi"],
+            pi0=pi0, gamma_alpha=gamma_alpha, gamma_beta=gamma_beta)
+        parts["log_prior"] = val
+        reg -= tau2 * val
+        s = -tau2 * inv_n
+        for layer, d in zip(net, dthetas):
+            grads[f"{layer.name}.theta"] += (s * d).astype(d.dtype, copy=False)
+        for key, d in zip(GMM_KEYS, (dmu, dll, dlp)):
+            grads[key] = (s * d).astype(params[key].dtype, copy=False)
+    elif "gmm.mu" in params:
+        for key in GMM_KEYS:
+            grads[key] = np.zeros_like(params[key])
+
+    if weight_decay:
+        l2 = 0.0
+        for layer in net:
+            th = params[f"{layer.name}.theta"]
+            l2 += 0.5 * float(np.dot(th.ravel().astype(np.float64), th.ravel().astype(np.float64)))
+            grads[f"{layer.name}.theta"] += (weight_decay * th).astype(th.dtype, copy=False)
+        parts["l2"] = l2
+
+    loss = float(ce) + reg * inv_n + weight_decay * parts["l2"]
+    return loss, parts, logits, grads

@@ -1,0 +1,81 @@
+"""Adam exactly as torch.optim.Adam defines it (betas 0.9/0.999, eps 1e-8, bias-corrected, the step
+counter incremented before the update), with per-group learning rates taken from parameter names
+(paper Table 3; spec "Loss": biases train with theta's rate).
+
+Shape legend: params / grads / state are flat dicts keyed by parameter name; each value any shape.
+"""
+
+import numpy as np
+
+from .arch import param_group
+from .kernels.adam import adam_update
+
+# Paper Table 3 (VD / VD+SWS phases).
+TABLE3_LR = {"theta": 5e-5, "bias": 5e-5, "log_sigma2": 1e-4, "mu": 1e-4, "log_lambda": 1e-4,
+             "log_pi": 3e-3}
+
+
+def adam_update_numpy(p, g, m, v, lr, beta1, beta2, eps, bias_correction1, bias_correction2):
+    """NumPy reference of kernels.adam.adam_update (same in-place contract)."""
+    m *= beta1
+    m += (1.0 - beta1) * g
+    v *= beta2
+    v += (1.0 - beta2) * g * g
+    denom = np.sqrt(v) / np.sqrt(bias_correction2) + eps
+    p -= (lr / bias_correction1) * m / denom
+
+
+class Adam:
+    """Adam over a flat parameter dict.
+
+    Inputs:  lrs {group: learning rate} (groups: theta, bias, log_sigma2, mu, log_lambda, log_pi);
+             a group missing from `lrs` is frozen (not updated).
+    State:   step (int), m[name], v[name] with the parameters' shapes and dtypes.
+    """
+
+    def __init__(self, lrs, betas=(0.9, 0.999), eps=1e-8, use_numba=True):
+        self.lrs = dict(lrs)
+        self.beta1, self.beta2 = betas
+        self.eps = eps
+        self.step_count = 0
+        self.m = {}
+        self.v = {}
+        self.use_numba = use_numba
+
+    def step(self, params, grads):
+        """Update `params` in place from `grads` (same keys)."""
+        self.step_count += 1
+        t = self.step_count
+        bc1 = 1.0 - self.beta1 ** t
+        bc2 = 1.0 - self.beta2 ** t
+        update = adam_update if self.use_numba else adam_update_numpy
+        for name, g in grads.items():
+            lr = self.lrs.get(param_group(name))
+            if lr is None or lr == 0.0:
+                continue
+            p = params[name]
+            if g.shape != p.shape:
+                raise ValueError(f"gradient of {name!r} has shape {g.shape}, parameter {p.shape}")
+            if not p.flags.c_contiguous:
+                raise ValueError(f"parameter {name!r} must be C-contiguous for the in-place update")
+            if name not in self.m:
+                self.m[name] = np.zeros_like(p)
+                self.v[name] = np.zeros_like(p)
+            dt = p.dtype.type
+            update(p.reshape(-1), np.ascontiguousarray(g, dtype=p.dtype).reshape(-1),
+                   self.m[name].reshape(-1), self.v[name].reshape(-1), dt(lr), dt(self.beta1),
+                   dt(self.beta2), dt(self.eps), dt(bc1), dt(bc2))
+
+    def state_dict(self):
+        """Arrays for a checkpoint: {"adam.step": int array, "adam.m/<name>": ..., "adam.v/<name>": ...}."""
+        out = {"adam.step": np.array(self.step_count, dtype=np.int64)}
+        for k in self.m:
+            out[f"adam.m/{k}"] = self.m[k]
+            out[f"adam.v/{k}"] = self.v[k]
+        return out
+
+    def load_state_dict(self, state):
+        """Inverse of `state_dict` (copies)."""
+        self.step_count = int(state["adam.step"])
+        self.m = {k[len("adam.m/"):]: np.array(v) for k, v in state.items() if k.startswith("adam.m/")}
+        self.v = {k[len("adam.v/"):]: np.array(v) for k, v in state.items() if k.startswith("adam.v/")}
