@@ -1,0 +1,186 @@
+"""Numba kernels of the prior terms (spec "Terms"): KL_VD and the fused Gaussian-mixture pass.
+
+Shape legend
+    D        number of weights in the flat array handed to a kernel (one layer, flattened)
+    K        mixture components (17 in the spec; any K >= 1 works)
+    C        number of chunks, ceil(D / chunk)
+
+Every kernel here is a leaf (no refvbc imports) and has a plain-NumPy reference beside its caller in
+``refvbc/priors.py`` (``kl_vd_numpy``, ``mixture_prior_numpy``, ``mixture_responsibility_argmax_numpy``)
+that ``tests/test_priors.py`` compares against.
+
+Conventions
+- Per-weight arithmetic is done in float64 whatever the input dtype (float32 or float64); outputs are
+  written into caller-allocated arrays of the caller's dtype.
+- Parallel kernels split the weights into fixed chunks; each chunk owns its own accumulator row, and
+  the caller reduces the rows in a fixed order, so results do not depend on the thread count (no races,
+  deterministic sums).
+- No fastmath: tests compare these kernels against NumPy to round-off (argmax exactly).
+"""
+
+import numpy as np
+from numba import njit, prange
+
+# Default number of weights per chunk of a parallel kernel.
+CHUNK = 4096
+
+# Molchanov et al. 2017 approximation constants (spec "Terms", KL_VD).
+KL_K1 = 0.63576
+KL_K2 = 1.87320
+KL_K3 = 1.48695
+LOG_ALPHA_EPS = 1e-8
+LOG_ALPHA_MIN = -10.0
+LOG_ALPHA_MAX = 10.0
+
+
+@njit(parallel=True, cache=True)
+def kl_vd_kernel(theta, log_sigma2, dtheta, dlog_sigma2, chunk):
+    """Fused KL_VD value and gradients (spec "Terms": log alpha and KL_VD).
+
+    Inputs
+        theta, log_sigma2   (D,) float32 or float64, contiguous
+        dtheta, dlog_sigma2 (D,) outputs, same dtype as theta; fully overwritten
+        chunk               weights per chunk (> 0)
+    Returns
+        partial             (C,) float64: per-chunk sums of KL_VD (reduce with .sum())
+
+    Per weight, with a = s - log(theta^2 + 1e-8):
+        la = clip(a, -10, 10); z = k2 + k3*la; sg = sigmoid(z); e = exp(-la)
+        kl = k1 - k1*sg + 0.5*log1p(e)
+        dkl/dla = -k1*k3*sg*(1-sg) - 0.5*e/(1+e)
+        dla/ds = 1, dla/dtheta = -2 theta / (theta^2 + 1e-8), both 0 when a is outside [-10, 10]
+        (the clip's gradient passes on the closed interval, like torch.clamp).
+    """
+    n = theta.shape[0]
+    nchunks = (n + chunk - 1) // chunk
+    partial = np.zeros(nchunks)
+    for c in prange(nchunks):
+        start = c * chunk
+        stop = min(start + chunk, n)
+        acc = 0.0
+        for i in range(start, stop):
+            t = np.float64(theta[i])
+            t2e = t * t + LOG_ALPHA_EPS
+            a = np.float64(log_sigma2[i]) - np.log(t2e)
+            inside = True
+            if a < LOG_ALPHA_MIN:
+                a = LOG_ALPHA_MIN
+                inside = False
+            elif a > LOG_ALPHA_MAX:
+                a = LOG_ALPHA_MAX
+                inside = False
+            sg = 1.0 / (1.0 + np.exp(-(KL_K2 + KL_K3 * a)))
+            e = np.exp(-a)
+            acc += KL_K1 - KL_K1 * sg + 0.5 * np.log1p(e)
+            if inside:
+                g = -KL_K1 * KL_K3 * sg * (1.0 - sg) - 0.5 * e / (1.0 + e)
+                dlog_sigma2[i] = g
+                dtheta[i] = g * (-2.0 * t / t2e)
+            else:
+                dlog_sigma2[i] = 0.0
+                dtheta[i] = 0.0
+        partial[c] = acc
+    return partial
+
+
+@njit(parallel=True, cache=True)
+def mixture_pass_kernel(theta, mu, lam, half_lam, const, dtheta, chunk):
+    """One fused pass of the mixture log-density over a flat weight array (spec "Terms", log GM).
+
+    Inputs
+        theta     (D,) float32 or float64, contiguous
+        mu        (K,) float64 component means
+        lam       (K,) float64 precisions lambda_k
+        half_lam  (K,) float64, 0.5 * lambda_k
+        const     (K,) float64, log pi_k + 0.5 log lambda_k - 0.5 log 2 pi
+        dtheta    (D,) output, dtype of theta; fully overwritten with d log GM(theta_i) / d theta_i
+        chunk     weights per chunk (> 0)
+    Returns
+        lse       (C,)   float64, per-chunk sums of log GM(theta_i)
+        resp      (C, K) float64, per-chunk sums of r_ik
+        resp_d    (C, K) float64, per-chunk sums of r_ik (theta_i - mu_k)
+        resp_d2   (C, K) float64, per-chunk sums of r_ik (theta_i - mu_k)^2
+
+    Per weight: l_k = const_k - 0.5 lambda_k d_k^2 with d_k = theta - mu_k, log GM = logsumexp_k l_k,
+    r_k = exp(l_k - logsumexp), d log GM / d theta = -sum_k r_k lambda_k d_k. One exp per component per
+    weight, one log per weight; the K terms live in a per-chunk buffer, never a (D, K) array.
+    """
+    n = theta.shape[0]
+    K = mu.shape[0]
+    nchunks = (n + chunk - 1) // chunk
+    lse = np.zeros(nchunks)
+    resp = np.zeros((nchunks, K))
+    resp_d = np.zeros((nchunks, K))
+    resp_d2 = np.zeros((nchunks, K))
+    for c in prange(nchunks):
+        start = c * chunk
+        stop = min(start + chunk, n)
+        buf = np.empty(K)
+        dbuf = np.empty(K)
+        r_acc = np.zeros(K)
+        rd_acc = np.zeros(K)
+        rd2_acc = np.zeros(K)
+        lse_acc = 0.0
+        for i in range(start, stop):
+            t = np.float64(theta[i])
+            m = -np.inf
+            for k in range(K):
+                d = t - mu[k]
+                dbuf[k] = d
+                lk = const[k] - half_lam[k] * (d * d)
+                buf[k] = lk
+                if lk > m:
+                    m = lk
+            s = 0.0
+            for k in range(K):
+                e = np.exp(buf[k] - m)
+                buf[k] = e
+                s += e
+            lse_acc += m + np.log(s)
+            inv = 1.0 / s
+            g = 0.0
+            for k in range(K):
+                r = buf[k] * inv
+                rd = r * dbuf[k]
+                r_acc[k] += r
+                rd_acc[k] += rd
+                rd2_acc[k] += rd * dbuf[k]
+                g += rd * lam[k]
+            dtheta[i] = -g
+        lse[c] = lse_acc
+        for k in range(K):
+            resp[c, k] = r_acc[k]
+            resp_d[c, k] = rd_acc[k]
+            resp_d2[c, k] = rd2_acc[k]
+    return lse, resp, resp_d, resp_d2
+
+
+@njit(parallel=True, cache=True)
+def responsibility_argmax_kernel(theta, mu, half_lam, const, out, chunk):
+    """Index of the most responsible component per weight (paper section 3, clustering).
+
+    Inputs
+        theta     (D,) float32 or float64, contiguous
+        mu, half_lam, const  (K,) float64 as in ``mixture_pass_kernel``
+        out       (D,) intp output, fully overwritten
+        chunk     weights per chunk (> 0)
+    argmax_k r_ik = argmax_k (const_k - 0.5 lambda_k (theta_i - mu_k)^2); ties go to the lowest k
+    (same as np.argmax), and the arithmetic is the NumPy reference's, op for op.
+    """
+    n = theta.shape[0]
+    K = mu.shape[0]
+    nchunks = (n + chunk - 1) // chunk
+    for c in prange(nchunks):
+        start = c * chunk
+        stop = min(start + chunk, n)
+        for i in range(start, stop):
+            t = np.float64(theta[i])
+            best = 0
+            m = -np.inf
+            for k in range(K):
+                d = t - mu[k]
+                lk = const[k] - half_lam[k] * (d * d)
+                if lk > m:
+                    m = lk
+                    best = k
+            out[i] = best
