@@ -1,0 +1,364 @@
+"""Numba kernels for convolution (valid, stride 1) and 2x2 max-pooling, each beside its NumPy reference.
+
+Shape legend
+    B            batch size
+    C, H, W      input channels, height, width            x     (B, C, H, W)
+    F, kh, kw    filters and kernel size                   w     (F, C, kh, kw)
+    OH, OW       output size H-kh+1, W-kw+1                out   (B, F, OH, OW)
+    P            OH * OW, output positions per image
+    K            C * kh * kw, length of one receptive field
+    cols         im2col matrix, "rows = output positions": (B*P, K); row b*P + oh*OW + ow holds the
+                 patch x[b, :, oh:oh+kh, ow:ow+kw] flattened in (c, i, j) order, i.e. the same order as
+                 w.reshape(F, K), so that conv(x, w) in row layout is cols @ w.reshape(F, K).T -> (B*P, F).
+    rows layout  (B*P, F): a pre-activation with positions as rows (what the GEMM gives);
+                 nchw layout (B, F, OH, OW) is what the layers return.
+
+Division of labour (see refvbc/layers.py): the GEMMs go to BLAS via np.dot on contiguous arrays; the data
+movement (im2col, col2im, rows <-> nchw transposes fused with the elementwise work) is done here.
+Every kernel is a plain-Python function compiled with numba.njit(cache=True), no fastmath; parallel loops
+(prange) only write disjoint slices, so there are no races. Every kernel has a NumPy reference
+(`*_numpy`) that tests/test_kernels_conv.py compares against; `conv2d_forward_numpy` and
+`conv2d_backward_numpy` are independent references (einsum over sliding windows, no im2col).
+"""
+
+import numba
+import numpy as np
+from numba import prange
+
+_NJIT = dict(cache=True, nogil=True)
+_NJIT_PAR = dict(cache=True, nogil=True, parallel=True)
+
+
+# ----------------------------------------------------------------------------------------------------
+# im2col / col2im
+# ----------------------------------------------------------------------------------------------------
+
+def im2col_numpy(x, kh, kw):
+    """Reference im2col.
+
+    Inputs:  x (B, C, H, W); kh, kw kernel size.
+    Returns: cols (B*OH*OW, C*kh*kw), contiguous, x's dtype.
+    """
+    B, C, H, W = x.shape
+    OH, OW = H - kh + 1, W - kw + 1
+    win = np.lib.stride_tricks.sliding_window_view(x, (kh, kw), axis=(2, 3))  # (B, C, OH, OW, kh, kw)
+    return np.ascontiguousarray(win.transpose(0, 2, 3, 1, 4, 5)).reshape(B * OH * OW, C * kh * kw)
+
+
+def col2im_numpy(cols, x_shape, kh, kw):
+    """Reference col2im: the adjoint of im2col (overlapping patches are summed).
+
+    Inputs:  cols (B*OH*OW, C*kh*kw); x_shape (B, C, H, W); kh, kw.
+    Returns: dx (B, C, H, W), cols' dtype.
+    """
+    B, C, H, W = x_shape
+    OH, OW = H - kh + 1, W - kw + 1
+    c6 = cols.reshape(B, OH, OW, C, kh, kw)
+    dx = np.zeros(x_shape, dtype=cols.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            dx[:, :, i:i + OH, j:j + OW] += c6[:, :, :, :, i, j].transpose(0, 3, 1, 2)
+    return dx
+
+
+@numba.njit(**_NJIT_PAR)
+def im2col_pair_numba(x, kh, kw, want_sq):
+    """im2col of x and, when want_sq, of x*x in the same pass (spec "Variational layer": the variance
+    path convolves x⊙x, and im2col(x⊙x) = im2col(x)⊙im2col(x)).
+
+    Inputs:  x (B, C, H, W) contiguous; kh, kw; want_sq bool.
+    Returns: cols (B*P, K), cols_sq (B*P, K) (shape (0, K) when not want_sq).
+    Parallel over (b, oh): each iteration writes its own OW rows.
+    """
+    B, C, H, W = x.shape
+    OH = H - kh + 1
+    OW = W - kw + 1
+    K = C * kh * kw
+    cols = np.empty((B * OH * OW, K), dtype=x.dtype)
+    nsq = B * OH * OW if want_sq else 0
+    cols_sq = np.empty((nsq, K), dtype=x.dtype)
+    for t in prange(B * OH):
+        b = t // OH
+        oh = t - b * OH
+        for ow in range(OW):
+            r = (b * OH + oh) * OW + ow
+            k = 0
+            for c in range(C):
+                for i in range(kh):
+                    for j in range(kw):
+                        val = x[b, c, oh + i, ow + j]
+                        cols[r, k] = val
+                        if want_sq:
+                            cols_sq[r, k] = val * val
+                        k += 1
+    return cols, cols_sq
+
+
+def im2col_numba(x, kh, kw):
+    """im2col via the numba kernel. Inputs/Returns as im2col_numpy."""
+    return im2col_pair_numba(np.ascontiguousarray(x), kh, kw, False)[0]
+
+
+@numba.njit(**_NJIT_PAR)
+def col2im_pair_numba(dcols, dcols_sq, x, kh, kw, with_sq):
+    """col2im of dcols, plus (when with_sq) the chain rule through x -> x⊙x of dcols_sq:
+    dx = col2im(dcols) + 2 x ⊙ col2im(dcols_sq).
+
+    Inputs:  dcols (B*P, K); dcols_sq (B*P, K) or unused; x (B, C, H, W) (only its shape is used
+             when not with_sq); kh, kw; with_sq bool.
+    Returns: dx (B, C, H, W), dcols' dtype.
+    Parallel over b: each iteration accumulates into its own dx[b] (no races).
+    """
+    B, C, H, W = x.shape
+    OH = H - kh + 1
+    OW = W - kw + 1
+    dx = np.zeros((B, C, H, W), dtype=dcols.dtype)
+    for b in prange(B):
+        if with_sq:
+            acc_sq = np.zeros((C, H, W), dtype=dcols.dtype)
+        else:
+            acc_sq = np.zeros((1, 1, 1), dtype=dcols.dtype)
+        for oh in range(OH):
+            for ow in range(OW):
+                r = (b * OH + oh) * OW + ow
+                k = 0
+                for c in range(C):
+                    for i in range(kh):
+                        for j in range(kw):
+                            dx[b, c, oh + i, ow + j] += dcols[r, k]
+                            if with_sq:
+                                acc_sq[c, oh + i, ow + j] += dcols_sq[r, k]
+                            k += 1
+        if with_sq:
+            for c in range(C):
+                for h in range(H):
+                    for w_ in range(W):
+                        dx[b, c, h, w_] += 2 * x[b, c, h, w_] * acc_sq[c, h, w_]
+    return dx
+
+
+def col2im_numba(dcols, x_shape, kh, kw):
+    """col2im via the numba kernel. Inputs/Returns as col2im_numpy."""
+    dcols = np.ascontiguousarray(dcols)
+    dummy = np.empty(x_shape, dtype=dcols.dtype)
+    return col2im_pair_numba(dcols, np.empty((0, dcols.shape[1]), dcols.dtype), dummy, kh, kw, False)
+
+
+def col2im_pair_numpy(dcols, dcols_sq, x, kh, kw):
+    """Reference for col2im_pair_numba with with_sq=True."""
+    return col2im_numpy(dcols, x.shape, kh, kw) + 2 * x * col2im_numpy(dcols_sq, x.shape, kh, kw)
+
+
+# ----------------------------------------------------------------------------------------------------
+# rows (B*P, F) <-> nchw (B, F, OH, OW), fused with the elementwise work of the layers
+# ----------------------------------------------------------------------------------------------------
+
+@numba.njit(**_NJIT_PAR)
+def rows_to_nchw_bias_numba(m_rows, b, B, OH, OW):
+    """out[b, f, oh, ow] = m_rows[b*P + oh*OW + ow, f] + bias[f].
+
+    Inputs:  m_rows (B*P, F); b (F,); B, OH, OW ints.  Returns: out (B, F, OH, OW).
+    """
+    F = m_rows.shape[1]
+    P = OH * OW
+    out = np.empty((B, F, OH, OW), dtype=m_rows.dtype)
+    for n in prange(B):
+        for p in range(P):
+            oh = p // OW
+            ow = p - oh * OW
+            r = n * P + p
+            for f in range(F):
+                out[n, f, oh, ow] = m_rows[r, f] + b[f]
+    return out
+
+
+def rows_to_nchw_bias_numpy(m_rows, b, B, OH, OW):
+    """Reference for rows_to_nchw_bias_numba."""
+    F = m_rows.shape[1]
+    return np.ascontiguousarray(m_rows.reshape(B, OH, OW, F).transpose(0, 3, 1, 2)) + b[None, :, None, None]
+
+
+@numba.njit(**_NJIT_PAR)
+def nchw_to_rows_numba(d):
+    """d_rows[b*P + oh*OW + ow, f] = d[b, f, oh, ow].  Inputs: d (B, F, OH, OW).  Returns (B*P, F)."""
+    B, F, OH, OW = d.shape
+    P = OH * OW
+    out = np.empty((B * P, F), dtype=d.dtype)
+    for n in prange(B):
+        for p in range(P):
+            oh = p // OW
+            ow = p - oh * OW
+            r = n * P + p
+            for f in range(F):
+                out[r, f] = d[n, f, oh, ow]
+    return out
+
+
+def nchw_to_rows_numpy(d):
+    """Reference for nchw_to_rows_numba."""
+    B, F, OH, OW = d.shape
+    return np.ascontiguousarray(d.transpose(0, 2, 3, 1)).reshape(B * OH * OW, F)
+
+
+@numba.njit(**_NJIT_PAR)
+def vconv_output_numba(m_rows, v_rows, b, eps, jitter):
+    """Local reparameterization output (spec "Variational layer"):
+    y = m + b + sqrt(v + jitter) ⊙ ε, with m, v given in rows layout.
+
+    Inputs:  m_rows, v_rows (B*P, F); b (F,); eps (B, F, OH, OW); jitter scalar of the dtype (1e-8).
+    Returns: y (B, F, OH, OW), std = sqrt(v + jitter) (B, F, OH, OW).
+    """
+    B, F, OH, OW = eps.shape
+    P = OH * OW
+    y = np.empty((B, F, OH, OW), dtype=m_rows.dtype)
+    std = np.empty((B, F, OH, OW), dtype=m_rows.dtype)
+    for n in prange(B):
+        for p in range(P):
+            oh = p // OW
+            ow = p - oh * OW
+            r = n * P + p
+            for f in range(F):
+                s = np.sqrt(v_rows[r, f] + jitter)
+                std[n, f, oh, ow] = s
+                y[n, f, oh, ow] = (m_rows[r, f] + b[f]) + s * eps[n, f, oh, ow]
+    return y, std
+
+
+def vconv_output_numpy(m_rows, v_rows, b, eps, jitter):
+    """Reference for vconv_output_numba."""
+    B, F, OH, OW = eps.shape
+    m = rows_to_nchw_bias_numpy(m_rows, b, B, OH, OW)
+    std = np.sqrt(rows_to_nchw_bias_numpy(v_rows, np.zeros_like(b), B, OH, OW) + jitter)
+    return m + std * eps, std
+
+
+@numba.njit(**_NJIT_PAR)
+def vconv_dout_numba(dy, eps, std):
+    """Backward of y = m + std ⊙ ε, std = sqrt(v + 1e-8), into rows layout:
+    dm = dy, dv = dy ⊙ ε / (2 std).
+
+    Inputs:  dy, eps, std (B, F, OH, OW).
+    Returns: dm_rows, dv_rows (B*P, F).
+    """
+    B, F, OH, OW = dy.shape
+    P = OH * OW
+    dm = np.empty((B * P, F), dtype=dy.dtype)
+    dv = np.empty((B * P, F), dtype=dy.dtype)
+    for n in prange(B):
+        for p in range(P):
+            oh = p // OW
+            ow = p - oh * OW
+            r = n * P + p
+            for f in range(F):
+                g = dy[n, f, oh, ow]
+                dm[r, f] = g
+                dv[r, f] = g * eps[n, f, oh, ow] / (2 * std[n, f, oh, ow])
+    return dm, dv
+
+
+def vconv_dout_numpy(dy, eps, std):
+    """Reference for vconv_dout_numba."""
+    return nchw_to_rows_numpy(dy), nchw_to_rows_numpy(dy * eps / (2 * std))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Independent NumPy references for the whole deterministic convolution (no im2col)
+# ----------------------------------------------------------------------------------------------------
+
+def conv2d_forward_numpy(x, w, b):
+    """Reference valid, stride-1 cross-correlation (PyTorch conv2d semantics).
+
+    Inputs:  x (B, C, H, W); w (F, C, kh, kw); b (F,).
+    Returns: out (B, F, OH, OW).
+    """
+    kh, kw = w.shape[2:]
+    win = np.lib.stride_tricks.sliding_window_view(x, (kh, kw), axis=(2, 3))  # (B, C, OH, OW, kh, kw)
+    out = np.einsum("bchwij,fcij->bfhw", win, w, optimize=True)
+    return out + b[None, :, None, None]
+
+
+def conv2d_backward_numpy(dout, x, w):
+    """Reference gradients of conv2d_forward_numpy.
+
+    Inputs:  dout (B, F, OH, OW); x (B, C, H, W); w (F, C, kh, kw).
+    Returns: dx (B, C, H, W), dw (F, C, kh, kw), db (F,).
+    """
+    kh, kw = w.shape[2:]
+    OH, OW = dout.shape[2:]
+    win = np.lib.stride_tricks.sliding_window_view(x, (kh, kw), axis=(2, 3))
+    dw = np.einsum("bfhw,bchwij->fcij", dout, win, optimize=True)
+    db = dout.sum(axis=(0, 2, 3))
+    dx = np.zeros_like(x)
+    for i in range(kh):
+        for j in range(kw):
+            dx[:, :, i:i + OH, j:j + OW] += np.einsum("bfhw,fc->bchw", dout, w[:, :, i, j], optimize=True)
+    return dx, dw, db
+
+
+# ----------------------------------------------------------------------------------------------------
+# 2x2 / stride-2 max-pooling
+# ----------------------------------------------------------------------------------------------------
+
+@numba.njit(**_NJIT_PAR)
+def maxpool2x2_forward_numba(x):
+    """Inputs: x (B, C, H, W), H and W even.
+    Returns: out (B, C, H/2, W/2); arg (B, C, H/2, W/2) int8, the window position 0..3 (row-major,
+    first maximum wins) of each maximum."""
+    B, C, H, W = x.shape
+    H2 = H // 2
+    W2 = W // 2
+    out = np.empty((B, C, H2, W2), dtype=x.dtype)
+    arg = np.empty((B, C, H2, W2), dtype=np.int8)
+    for t in prange(B * C):
+        n = t // C
+        c = t - n * C
+        for i in range(H2):
+            for j in range(W2):
+                best = x[n, c, 2 * i, 2 * j]
+                a = 0
+                v = x[n, c, 2 * i, 2 * j + 1]
+                if v > best:
+                    best = v
+                    a = 1
+                v = x[n, c, 2 * i + 1, 2 * j]
+                if v > best:
+                    best = v
+                    a = 2
+                v = x[n, c, 2 * i + 1, 2 * j + 1]
+                if v > best:
+                    best = v
+                    a = 3
+                out[n, c, i, j] = best
+                arg[n, c, i, j] = a
+    return out, arg
+
+
+def maxpool2x2_forward_numpy(x):
+    """Reference for maxpool2x2_forward_numba."""
+    B, C, H, W = x.shape
+    win = x.reshape(B, C, H // 2, 2, W // 2, 2).transpose(0, 1, 2, 4, 3, 5).reshape(B, C, H // 2, W // 2, 4)
+    arg = np.argmax(win, axis=-1)
+    return np.take_along_axis(win, arg[..., None], axis=-1)[..., 0], arg.astype(np.int8)
+
+
+@numba.njit(**_NJIT_PAR)
+def maxpool2x2_backward_numba(dout, arg):
+    """Inputs: dout, arg (B, C, H/2, W/2).  Returns dx (B, C, H, W): dout routed to each window's max."""
+    B, C, H2, W2 = dout.shape
+    dx = np.zeros((B, C, 2 * H2, 2 * W2), dtype=dout.dtype)
+    for t in prange(B * C):
+        n = t // C
+        c = t - n * C
+        for i in range(H2):
+            for j in range(W2):
+                a = arg[n, c, i, j]
+                dx[n, c, 2 * i + a // 2, 2 * j + a % 2] = dout[n, c, i, j]
+    return dx
+
+
+def maxpool2x2_backward_numpy(dout, arg):
+    """Reference for maxpool2x2_backward_numba."""
+    B, C, H2, W2 = dout.shape
+    d4 = np.zeros((B, C, H2, W2, 4), dtype=dout.dtype)
+    np.put_along_axis(d4, arg.astype(np.intp)[..., None], dout[..., None], axis=-1)
+    return d4.reshape(B, C, H2, W2, 2, 2).transpose(0, 1, 2, 4, 3, 5).reshape(B, C, 2 * H2, 2 * W2)

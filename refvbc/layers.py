@@ -1,0 +1,345 @@
+"""Layer forward/backward pairs: dense, conv, their variational (local reparameterization) versions,
+ReLU, 2x2 max-pooling, flatten and softmax cross-entropy.
+
+Shape legend
+    B                batch size
+    x (dense)        (B, in);           w, theta, log_sigma2 (out, in);   b (out,);   out, eps (B, out)
+    x (conv)         (B, C, H, W);      w, theta, log_sigma2 (F, C, kh, kw);   b (F,)
+    out, eps (conv)  (B, F, OH, OW),    OH = H - kh + 1, OW = W - kw + 1 (valid, stride 1)
+    logits           (B, K) ;  y (B,) integer labels in [0, K)
+
+Conventions (CS231n style): ``*_forward(...) -> (out, cache)``, ``*_backward(dout, cache) -> grads``.
+Backward passes return new arrays and never mutate dout. Noise ε is an argument, never drawn here.
+All functions are dtype-preserving: float32 in, float32 out; float64 in, float64 out. Every array argument
+of one call must share one floating dtype (float32 or float64); anything else raises ValueError.
+
+Variational layers follow shared/spec/objective.md, "Variational layer (training), local
+reparameterization":  m = x θᵀ + b (dense) or conv(x, θ) + b (conv),  v = (x⊙x)(exp s)ᵀ or
+conv(x⊙x, exp s),  y = m + sqrt(v + 1e-8) ⊙ ε.
+
+Convolutions run on the numba kernels of refvbc/kernels/conv.py (im2col/col2im, fused transposes) with the
+GEMMs in BLAS (np.dot on contiguous arrays). The variational conv shares one im2col pass between the mean
+and the variance path: im2col(x⊙x) = im2col(x) ⊙ im2col(x).
+"""
+
+import numpy as np
+
+from refvbc.kernels import conv as _k
+
+_JITTER = 1e-8  # spec "Variational layer": sqrt(v + 1e-8)
+
+
+# ----------------------------------------------------------------------------------------------------
+# validation helpers
+# ----------------------------------------------------------------------------------------------------
+
+def _check_dtypes(fn, **arrays):
+    """All arrays float32 or all float64; returns the common dtype."""
+    dtype = None
+    for name, a in arrays.items():
+        if not isinstance(a, np.ndarray):
+            raise ValueError(f"{fn}: {name} must be a numpy array, got {type(a).__name__}")
+        if a.dtype not in (np.float32, np.float64):
+            raise ValueError(f"{fn}: {name} has dtype {a.dtype}, expected float32 or float64")
+        if dtype is None:
+            dtype, first = a.dtype, name
+        elif a.dtype != dtype:
+            raise ValueError(f"{fn}: {name} has dtype {a.dtype} but {first} has dtype {dtype}; "
+                             "all arrays must share one dtype")
+    return dtype
+
+
+def _check_ndim(fn, name, a, ndim, legend):
+    if a.ndim != ndim:
+        raise ValueError(f"{fn}: {name} must be {ndim}-D {legend}, got shape {a.shape}")
+
+
+def _check_shape(fn, name, a, expected):
+    if a.shape != tuple(expected):
+        raise ValueError(f"{fn}: {name} has shape {a.shape}, expected {tuple(expected)}")
+
+
+# ----------------------------------------------------------------------------------------------------
+# dense
+# ----------------------------------------------------------------------------------------------------
+
+def dense_forward(x, w, b):
+    """Affine layer out = x wᵀ + b.
+
+    Inputs:  x (B, in); w (out, in); b (out,).
+    Returns: out (B, out); cache.
+    """
+    fn = "dense_forward"
+    _check_dtypes(fn, x=x, w=w, b=b)
+    _check_ndim(fn, "x", x, 2, "(B, in)")
+    _check_ndim(fn, "w", w, 2, "(out, in)")
+    _check_shape(fn, "w", w, (w.shape[0], x.shape[1]))
+    _check_shape(fn, "b", b, (w.shape[0],))
+    x = np.ascontiguousarray(x)
+    out = x @ w.T + b
+    return out, (x, w)
+
+
+def dense_backward(dout, cache, need_dx=True):
+    """Inputs:  dout (B, out); cache from dense_forward; need_dx: compute dx (False for the first layer).
+    Returns: dx (B, in) or None, dw (out, in), db (out,).
+    """
+    x, w = cache
+    fn = "dense_backward"
+    _check_dtypes(fn, dout=dout, x=x)
+    _check_shape(fn, "dout", dout, (x.shape[0], w.shape[0]))
+    dw = dout.T @ x
+    db = dout.sum(axis=0)
+    dx = dout @ w if need_dx else None
+    return dx, dw, db
+
+
+def vdense_forward(x, theta, log_sigma2, b, eps):
+    """Variational dense layer with local reparameterization (spec "Variational layer"):
+    m = x θᵀ + b, v = (x⊙x)(exp s)ᵀ, y = m + sqrt(v + 1e-8) ⊙ ε.
+
+    Inputs:  x (B, in); theta, log_sigma2 (out, in); b (out,); eps (B, out) standard-normal noise.
+    Returns: y (B, out); cache.
+    """
+    fn = "vdense_forward"
+    dtype = _check_dtypes(fn, x=x, theta=theta, log_sigma2=log_sigma2, b=b, eps=eps)
+    _check_ndim(fn, "x", x, 2, "(B, in)")
+    _check_ndim(fn, "theta", theta, 2, "(out, in)")
+    _check_shape(fn, "theta", theta, (theta.shape[0], x.shape[1]))
+    _check_shape(fn, "log_sigma2", log_sigma2, theta.shape)
+    _check_shape(fn, "b", b, (theta.shape[0],))
+    _check_shape(fn, "eps", eps, (x.shape[0], theta.shape[0]))
+    x = np.ascontiguousarray(x)
+    x_sq = x * x
+    es = np.exp(log_sigma2)
+    m = x @ theta.T
+    m += b
+    v = x_sq @ es.T
+    std = np.sqrt(v + dtype.type(_JITTER))
+    y = m + std * eps
+    return y, (x, x_sq, theta, es, eps, std)
+
+
+def vdense_backward(dout, cache, need_dx=True):
+    """Gradients of vdense_forward. With dm = dy and dv = dy ⊙ ε / (2 std):
+    dθ = dmᵀ x, d(log σ²) = exp(s) ⊙ (dvᵀ (x⊙x)), db = Σ_B dm, dx = dm θ + 2x ⊙ (dv exp(s)).
+
+    Inputs:  dout (B, out); cache; need_dx.
+    Returns: dx (B, in) or None, dtheta (out, in), dlog_sigma2 (out, in), db (out,).
+    """
+    x, x_sq, theta, es, eps, std = cache
+    fn = "vdense_backward"
+    _check_dtypes(fn, dout=dout, x=x)
+    _check_shape(fn, "dout", dout, eps.shape)
+    dv = dout * eps / (2 * std)
+    dtheta = dout.T @ x
+    dlog_sigma2 = es * (dv.T @ x_sq)
+    db = dout.sum(axis=0)
+    dx = None
+    if need_dx:
+        dx = dout @ theta
+        dx += 2 * x * (dv @ es)
+    return dx, dtheta, dlog_sigma2, db
+
+
+# ----------------------------------------------------------------------------------------------------
+# conv (valid, stride 1)
+# ----------------------------------------------------------------------------------------------------
+
+def _check_conv_args(fn, x, w, b):
+    _check_ndim(fn, "x", x, 4, "(B, C, H, W)")
+    _check_ndim(fn, "weight", w, 4, "(F, C, kh, kw)")
+    B, C, H, W = x.shape
+    F, Cw, kh, kw = w.shape
+    if Cw != C:
+        raise ValueError(f"{fn}: weight has shape {w.shape}, expected (F, {C}, kh, kw) to match x channels "
+                         f"(x shape {x.shape})")
+    if kh < 1 or kw < 1 or kh > H or kw > W:
+        raise ValueError(f"{fn}: kernel {kh}x{kw} does not fit a valid convolution of x with shape {x.shape}")
+    _check_shape(fn, "b", b, (F,))
+    return B, C, H, W, F, kh, kw, H - kh + 1, W - kw + 1
+
+
+def conv2d_forward(x, w, b):
+    """Convolution (cross-correlation, PyTorch conv2d semantics), valid padding, stride 1.
+
+    Inputs:  x (B, C, H, W); w (F, C, kh, kw); b (F,).
+    Returns: out (B, F, OH, OW); cache.
+    """
+    fn = "conv2d_forward"
+    _check_dtypes(fn, x=x, w=w, b=b)
+    B, C, H, W, F, kh, kw, OH, OW = _check_conv_args(fn, x, w, b)
+    x = np.ascontiguousarray(x)
+    w2 = np.ascontiguousarray(w).reshape(F, -1)
+    cols, _ = _k.im2col_pair_numba(x, kh, kw, False)          # (B*P, K)
+    m_rows = np.dot(cols, w2.T)                                 # (B*P, F), BLAS
+    out = _k.rows_to_nchw_bias_numba(m_rows, np.ascontiguousarray(b), B, OH, OW)
+    return out, (x.shape, cols, w2, w.shape)
+
+
+def conv2d_backward(dout, cache, need_dx=True):
+    """Inputs:  dout (B, F, OH, OW); cache from conv2d_forward; need_dx.
+    Returns: dx (B, C, H, W) or None, dw (F, C, kh, kw), db (F,).
+    """
+    x_shape, cols, w2, w_shape = cache
+    fn = "conv2d_backward"
+    _check_dtypes(fn, dout=dout, cols=cols)
+    B, _, H, W = x_shape
+    F, _, kh, kw = w_shape
+    _check_shape(fn, "dout", dout, (B, F, H - kh + 1, W - kw + 1))
+    d_rows = _k.nchw_to_rows_numba(np.ascontiguousarray(dout))  # (B*P, F)
+    dw = np.dot(d_rows.T, cols).reshape(w_shape)
+    db = d_rows.sum(axis=0)
+    dx = None
+    if need_dx:
+        dcols = np.dot(d_rows, w2)                              # (B*P, K)
+        dx = _k.col2im_numba(dcols, x_shape, kh, kw)
+    return dx, dw, db
+
+
+def vconv2d_forward(x, theta, log_sigma2, b, eps):
+    """Variational convolution with local reparameterization (spec "Variational layer"):
+    m = conv(x, θ) + b, v = conv(x⊙x, exp s), y = m + sqrt(v + 1e-8) ⊙ ε.
+
+    Inputs:  x (B, C, H, W); theta, log_sigma2 (F, C, kh, kw); b (F,); eps (B, F, OH, OW).
+    Returns: y (B, F, OH, OW); cache.
+    """
+    fn = "vconv2d_forward"
+    dtype = _check_dtypes(fn, x=x, theta=theta, log_sigma2=log_sigma2, b=b, eps=eps)
+    B, C, H, W, F, kh, kw, OH, OW = _check_conv_args(fn, x, theta, b)
+    _check_shape(fn, "log_sigma2", log_sigma2, theta.shape)
+    _check_shape(fn, "eps", eps, (B, F, OH, OW))
+    x = np.ascontiguousarray(x)
+    eps = np.ascontiguousarray(eps)
+    th2 = np.ascontiguousarray(theta).reshape(F, -1)
+    es2 = np.exp(log_sigma2).reshape(F, -1)
+    cols, cols_sq = _k.im2col_pair_numba(x, kh, kw, True)     # one pass: im2col(x), im2col(x)⊙im2col(x)
+    m_rows = np.dot(cols, th2.T)                                # (B*P, F)
+    v_rows = np.dot(cols_sq, es2.T)                             # (B*P, F)
+    y, std = _k.vconv_output_numba(m_rows, v_rows, np.ascontiguousarray(b), eps, dtype.type(_JITTER))
+    return y, (x, cols, cols_sq, th2, es2, eps, std, theta.shape)
+
+
+def vconv2d_backward(dout, cache, need_dx=True):
+    """Gradients of vconv2d_forward. With dm = dy and dv = dy ⊙ ε / (2 std), in rows layout (B*P, F):
+    dθ = dmᵀ cols, d(log σ²) = exp(s) ⊙ (dvᵀ cols_sq), db = Σ dm,
+    dx = col2im(dm θ) + 2x ⊙ col2im(dv exp(s)).
+
+    Inputs:  dout (B, F, OH, OW); cache; need_dx.
+    Returns: dx (B, C, H, W) or None, dtheta (F, C, kh, kw), dlog_sigma2 (F, C, kh, kw), db (F,).
+    """
+    x, cols, cols_sq, th2, es2, eps, std, w_shape = cache
+    fn = "vconv2d_backward"
+    _check_dtypes(fn, dout=dout, x=x)
+    _check_shape(fn, "dout", dout, eps.shape)
+    kh, kw = w_shape[2:]
+    dm, dv = _k.vconv_dout_numba(np.ascontiguousarray(dout), eps, std)   # (B*P, F) each
+    dtheta = np.dot(dm.T, cols).reshape(w_shape)
+    dlog_sigma2 = (es2 * np.dot(dv.T, cols_sq)).reshape(w_shape)
+    db = dm.sum(axis=0)
+    dx = None
+    if need_dx:
+        dcols = np.dot(dm, th2)
+        dcols_sq = np.dot(dv, es2)
+        dx = _k.col2im_pair_numba(dcols, dcols_sq, x, kh, kw, True)
+    return dx, dtheta, dlog_sigma2, db
+
+
+# ----------------------------------------------------------------------------------------------------
+# ReLU, max-pool, flatten
+# ----------------------------------------------------------------------------------------------------
+
+def relu_forward(x):
+    """Inputs: x, any shape.  Returns: out = max(x, 0) (same shape), cache."""
+    _check_dtypes("relu_forward", x=x)
+    return np.maximum(x, 0), x
+
+
+def relu_backward(dout, cache):
+    """Inputs: dout (shape of x); cache.  Returns: dx = dout where x > 0, else 0 (gradient 0 at the kink)."""
+    x = cache
+    _check_dtypes("relu_backward", dout=dout, x=x)
+    _check_shape("relu_backward", "dout", dout, x.shape)
+    return np.where(x > 0, dout, 0).astype(dout.dtype, copy=False)
+
+
+def maxpool2x2_forward(x):
+    """2x2 max-pooling, stride 2 (numba kernel; ties go to the first maximum in row-major order).
+
+    Inputs:  x (B, C, H, W), H and W even.
+    Returns: out (B, C, H/2, W/2); cache.
+    """
+    fn = "maxpool2x2_forward"
+    _check_dtypes(fn, x=x)
+    _check_ndim(fn, "x", x, 4, "(B, C, H, W)")
+    if x.shape[2] % 2 or x.shape[3] % 2:
+        raise ValueError(f"{fn}: x has shape {x.shape}, expected even H and W")
+    out, arg = _k.maxpool2x2_forward_numba(np.ascontiguousarray(x))
+    return out, (arg, x.shape)
+
+
+def maxpool2x2_backward(dout, cache):
+    """Inputs: dout (B, C, H/2, W/2); cache.  Returns: dx (B, C, H, W)."""
+    arg, x_shape = cache
+    fn = "maxpool2x2_backward"
+    _check_dtypes(fn, dout=dout)
+    _check_shape(fn, "dout", dout, arg.shape)
+    return _k.maxpool2x2_backward_numba(np.ascontiguousarray(dout), arg)
+
+
+def flatten_forward(x):
+    """Inputs: x (B, C, H, W).  Returns: out (B, C*H*W) in (C, H, W) order (spec "Architectures"), cache."""
+    fn = "flatten_forward"
+    _check_dtypes(fn, x=x)
+    _check_ndim(fn, "x", x, 4, "(B, C, H, W)")
+    return np.ascontiguousarray(x).reshape(x.shape[0], -1), x.shape
+
+
+def flatten_backward(dout, cache):
+    """Inputs: dout (B, C*H*W); cache.  Returns: dx (B, C, H, W) (a new array)."""
+    x_shape = cache
+    fn = "flatten_backward"
+    _check_dtypes(fn, dout=dout)
+    _check_shape(fn, "dout", dout, (x_shape[0], int(np.prod(x_shape[1:]))))
+    return dout.reshape(x_shape).copy()
+
+
+# ----------------------------------------------------------------------------------------------------
+# softmax cross-entropy
+# ----------------------------------------------------------------------------------------------------
+
+def softmax_ce_forward(logits, y):
+    """Mean cross-entropy of softmax(logits) against integer labels (spec "Loss": mean_b CE),
+    computed stably through log-softmax (max subtracted).
+
+    Inputs:  logits (B, K); y (B,) integer labels in [0, K).
+    Returns: loss (0-d scalar of logits' dtype); cache.
+    """
+    fn = "softmax_ce_forward"
+    dtype = _check_dtypes(fn, logits=logits)
+    _check_ndim(fn, "logits", logits, 2, "(B, K)")
+    B, K = logits.shape
+    y = np.asarray(y)
+    if not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(f"{fn}: y has dtype {y.dtype}, expected an integer dtype")
+    _check_shape(fn, "y", y, (B,))
+    if B == 0:
+        raise ValueError(f"{fn}: empty batch (logits shape {logits.shape})")
+    if y.min() < 0 or y.max() >= K:
+        raise ValueError(f"{fn}: labels must lie in [0, {K}), got range [{y.min()}, {y.max()}]")
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    logp = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    loss = dtype.type(-logp[np.arange(B), y].mean())
+    return loss, (np.exp(logp), y)
+
+
+def softmax_ce_backward(dloss, cache):
+    """Inputs:  dloss scalar (upstream gradient of the loss); cache.
+    Returns: dlogits (B, K) = dloss * (softmax(logits) - onehot(y)) / B.
+    """
+    probs, y = cache
+    B = probs.shape[0]
+    dlogits = probs.copy()
+    dlogits[np.arange(B), y] -= 1
+    dlogits *= probs.dtype.type(dloss) / probs.dtype.type(B)
+    return dlogits
