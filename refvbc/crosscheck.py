@@ -60,7 +60,6 @@ def build(arch, tau2, batch, seed, tau1=1.0, n_data=N_TRAIN):
     x = x_all[idx].astype(np.float64).reshape((batch,) + INPUT_SHAPES[arch])
     y = y_all[idx].astype(np.int64)
     noise = models.draw_noise(arch, batch, rng, dtype=np.float64)
-    noise = {k: rng.standard_normal(v.shape) for k, v in noise.items()}  # float64-exact draws
     loss, parts, logits, grads = loss_and_grads(arch, params, x, y, noise, tau1=tau1, tau2=tau2,
                                                 n_data=n_data)
     out = {

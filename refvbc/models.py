@@ -52,7 +52,8 @@ def weight_keys(arch):
 
 def draw_noise(arch, batch, rng, dtype=np.float32):
     """Standard-normal noise for every layer's pre-activation: {layer name: (B,) + preact_shape}."""
-    return {layer.name: rng.standard_normal((batch,) + layer.preact_shape, dtype=np.float32).astype(dtype, copy=False)
+    dtype = np.dtype(dtype)
+    return {layer.name: rng.standard_normal((batch,) + layer.preact_shape, dtype=dtype)
             for layer in get_arch(arch)}
 
 

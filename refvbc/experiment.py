@@ -1,0 +1,139 @@
+"""`python run_experiments.py`: train the paper's Table 2 methods on the bundled MNIST, compress each
+model to a real file, and print/write the results.  All logic lives here so tests can reach it."""
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+from . import report
+from .arch import ARCHS
+from .data import DataError, load_mnist
+from .train import METHOD_PHASES, Config, Run, RunError
+
+QUICK = dict(n_train=1000, n_test=1000, epochs={"l2": 2, "sws": 1, "vd": 2, "vdsws": 1})
+
+
+def build_parser():
+    p = argparse.ArgumentParser(
+        prog="run_experiments.py",
+        description="Train L2 / SWS / VD / VD+SWS on MNIST (Federici et al. 2017, Table 2), compress "
+                    "each model to a .rvbc file and report accuracy, sparsity and compression ratios.")
+    p.add_argument("--arch", required=True, choices=sorted(ARCHS))
+    p.add_argument("--method", default="all", choices=sorted(METHOD_PHASES),
+                   help="which Table 2 row(s); earlier phases they start from run too (default all)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="run directory (default runs/<arch>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.add_argument("--quick", action="store_true",
+                   help="minutes-long smoke run: 1000 train / 1000 test images, 1-2 epochs per phase")
+    p.add_argument("--epochs", type=int, default=None, help="epochs of every phase (overrides below)")
+    d = Config()
+    for ph in ("l2", "sws", "vd", "vdsws"):
+        p.add_argument(f"--epochs-{ph}", type=int, default=None,
+                       help=f"epochs of phase {ph} (default {d.epochs[ph]}, --quick {QUICK['epochs'][ph]})")
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--lr-l2", type=float, default=d.lr_l2, help="Adam rate of the L2 pretraining")
+    for g, v in d.lrs.items():
+        p.add_argument(f"--lr-{g.replace('_', '-')}", type=float, default=v, help=f"Table 3 rate of {g}")
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="L2 phase coefficient")
+    p.add_argument("--tau2", type=float, default=d.tau2, help="mixture coefficient of sws/vdsws")
+    p.add_argument("--max-epochs", type=int, default=None,
+                   help="stop cleanly after this many epochs in this invocation (resume later)")
+    p.add_argument("--data", default=None, help="directory with the MNIST .gz files and SHA256SUMS")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--no-figures", action="store_true")
+    return p
+
+
+def config_from_args(a):
+    cfg = Config(arch=a.arch, method=a.method, seed=a.seed, batch_size=a.batch_size, lr_l2=a.lr_l2,
+                 weight_decay=a.weight_decay, tau2=a.tau2)
+    cfg.lrs = {g: getattr(a, f"lr_{g}") for g in cfg.lrs}
+    if a.quick:
+        cfg.n_train, cfg.n_test = QUICK["n_train"], QUICK["n_test"]
+        cfg.epochs = dict(QUICK["epochs"])
+    for ph in cfg.epochs:
+        v = a.epochs if a.epochs is not None else getattr(a, f"epochs_{ph}")
+        if v is not None:
+            cfg.epochs[ph] = v
+    return cfg
+
+
+def validate(p, a):
+    if a.batch_size < 1:
+        p.error(f"--batch-size must be >= 1, got {a.batch_size}")
+    for name in ["epochs"] + [f"epochs_{ph}" for ph in ("l2", "sws", "vd", "vdsws")]:
+        v = getattr(a, name)
+        if v is not None and v < 0:
+            p.error(f"--{name.replace('_', '-')} must be >= 0, got {v}")
+    for name, v in vars(a).items():
+        if name.startswith("lr_") and not (v >= 0 and np.isfinite(v)):
+            p.error(f"--{name.replace('_', '-')} must be a finite non-negative number, got {v}")
+    if a.max_epochs is not None and a.max_epochs < 1:
+        p.error(f"--max-epochs must be >= 1, got {a.max_epochs}")
+
+
+def load_data(cfg, root=None):
+    """Train/test arrays; --quick takes the first n of a seeded permutation of each split."""
+    x_tr, y_tr = load_mnist("train", root)
+    x_te, y_te = load_mnist("test", root)
+    rng = np.random.default_rng([cfg.seed, 7])
+    if cfg.n_train < x_tr.shape[0]:
+        i = rng.permutation(x_tr.shape[0])[:cfg.n_train]
+        x_tr, y_tr = x_tr[i], y_tr[i]
+    if cfg.n_test < x_te.shape[0]:
+        i = rng.permutation(x_te.shape[0])[:cfg.n_test]
+        x_te, y_te = x_te[i], y_te[i]
+    return x_tr, y_tr, x_te, y_te
+
+
+def main(argv=None):
+    p = build_parser()
+    a = p.parse_args(argv)
+    validate(p, a)
+    if a.device == "cuda":
+        from .kernels import cuda_available
+        ok, why = cuda_available()
+        if not ok:
+            p.error(f"--device cuda: {why}")
+    cfg = config_from_args(a)
+    out = a.out or os.path.join("runs", a.arch + ("-quick" if a.quick else ""))
+    logf = None
+    try:
+        data = load_data(cfg, a.data)
+        os.makedirs(out, exist_ok=True)
+        logf = open(os.path.join(out, "train.log"), "a")
+
+        def log(line):
+            print(line, flush=True)
+            logf.write(line + "\n")
+            logf.flush()
+
+        log(f"# {a.arch} method={a.method} seed={a.seed} out={out} epochs={cfg.epochs} "
+            f"n_train={cfg.n_train} device={a.device}")
+        t0 = time.perf_counter()
+        finals = Run(cfg, out, data, log=log).run(resume=a.resume, max_epochs=a.max_epochs)
+        if finals is None:
+            return 0
+        train_s = time.perf_counter() - t0
+        results = {}
+        for m in ("l2", "sws", "vd", "vdsws"):
+            if m in finals:
+                results[m] = report.summarize(a.arch, m, finals[m], data[2], data[3], out)
+        report.write_results(out, a.arch, results, extra={"train_seconds_this_invocation": train_s,
+                                                          "config": vars(cfg)})
+        log(report.table2(a.arch, results))
+        if not a.no_figures:
+            for f in report.figures(out, a.arch, finals):
+                log(f"# figure {f}")
+        log(f"# results in {os.path.join(out, 'results.json')}")
+        return 0
+    except (DataError, RunError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    finally:
+        if logf:
+            logf.close()

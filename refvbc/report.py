@@ -1,0 +1,155 @@
+"""Results of a run: compress each trained model to a real `.rvbc` file, evaluate the decoded file,
+write results.json, print the paper's Table 2 beside ours, and (when matplotlib is installed) figures.
+
+Two compression ratios are reported (see README, "Compression ratios"):
+    ratio_file   32 * (weights + biases) / (8 * bytes of the .rvbc file)   -- everything counted
+    ratio_paper  the paper's accounting: 32 * weights / (bits of values + offsets + codebook)
+"""
+
+import json
+import os
+import tempfile
+
+import numpy as np
+
+from . import models
+from .arch import get_arch
+from .train import PHASE_LABEL, prune_masks
+
+# Table 2 of the paper: (accuracy %, non-zero %, compression ratio).
+PAPER_TABLE2 = {
+    "lenet300": {"l2": (98.39, 100.0, 1), "sws": (98.16, 8.6, 34), "vd": (98.05, 1.6, 131),
+                 "vdsws": (98.24, 1.5, 161)},
+    "lenet5": {"l2": (99.13, 100.0, 1), "sws": (99.01, 3.6, 84), "vd": (99.09, 0.7, 349),
+               "vdsws": (99.14, 0.5, 482)},
+}
+
+
+def atomic_write_text(path, text):
+    """Write text via a temp file + os.replace."""
+    d = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def summarize(arch, method, params, x_test, y_test, out_dir, compress_opts=None):
+    """Compress `params` trained by `method`, write `<out_dir>/<method>.rvbc`, read it back, and
+    evaluate the decoded model.  Returns the results.json entry of this method."""
+    from . import compress  # the compression pipeline (higher level than training)
+
+    acc_masked = models.accuracy(arch, params, x_test, y_test, prune_masks(arch, params))
+    cm = compress.compress_model(arch, params, method, **(compress_opts or {}))
+    path = os.path.join(out_dir, f"{method}.rvbc")
+    compress.write_rvbc(path, cm)
+    decoded = compress.read_rvbc(path)
+    x = models.check_input(arch, x_test)
+    logits = compress.evaluate(decoded, x)
+    acc = float(np.mean(np.argmax(logits, axis=1) == y_test))
+    acc_mem = float(np.mean(np.argmax(compress.evaluate(cm, x), axis=1) == y_test))
+    rep = compress.report(decoded)
+    return {
+        "method": method, "label": PHASE_LABEL[method], "arch": arch,
+        "test_acc_compressed": acc, "test_acc_compressed_in_memory": acc_mem,
+        "test_acc_uncompressed": acc_masked,
+        "nonzero_fraction": rep["total"]["nonzero_fraction"],
+        "ratio_file": rep["total"]["ratio_file"], "ratio_paper": rep["total"]["ratio_paper"],
+        "file": os.path.basename(path), "file_bytes": os.path.getsize(path),
+        "layers": rep["layers"],
+    }
+
+
+def table2(arch, results):
+    """Table 2 as text: ours (measured) beside the paper's numbers."""
+    lines = [f"Table 2, {arch} (ours: measured on the decoded .rvbc file; paper: Federici et al. 2017)",
+             f"{'method':8s} {'acc ours':>9s} {'acc paper':>9s} {'nz% ours':>9s} {'nz% paper':>9s} "
+             f"{'CR file':>8s} {'CR paper-acct':>13s} {'CR paper':>8s}"]
+    for m in ("l2", "sws", "vd", "vdsws"):
+        if m not in results:
+            continue
+        r = results[m]
+        pa, pn, pc = PAPER_TABLE2[arch][m]
+        lines.append(f"{PHASE_LABEL[m]:8s} {100 * r['test_acc_compressed']:8.2f}% {pa:8.2f}% "
+                     f"{100 * r['nonzero_fraction']:8.2f}% {pn:8.1f}% {r['ratio_file']:7.1f}x "
+                     f"{r['ratio_paper']:12.1f}x {pc:7d}x")
+    return "\n".join(lines)
+
+
+def write_results(out_dir, arch, results, extra=None):
+    """results.json in `out_dir` (atomic)."""
+    doc = {"arch": arch, "methods": results, "paper_table2": PAPER_TABLE2[arch]}
+    if extra:
+        doc.update(extra)
+    atomic_write_text(os.path.join(out_dir, "results.json"), json.dumps(doc, indent=2, default=float))
+
+
+def figures(out_dir, arch, finals):
+    """Weight-mean histograms with the learned mixture (before/after SWS) and per-layer sparsity.
+    Returns the list of PNGs written; [] when matplotlib is not installed."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    from .priors import mixture_init
+
+    written = []
+    net = get_arch(arch)
+    for phase in ("sws", "vdsws"):
+        start = {"sws": "l2", "vdsws": "vd"}[phase]
+        if phase not in finals or start not in finals:
+            continue
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+        for ax, key, title in ((axes[0], start, "before"), (axes[1], phase, "after")):
+            p = finals[key]
+            w = np.concatenate([p[f"{l.name}.theta"].ravel() for l in net]).astype(np.float64)
+            if "gmm.mu" in p:
+                mu, ll, lp = p["gmm.mu"], p["gmm.log_lambda"], p["gmm.log_pi"]
+            else:
+                mu, ll, lp = mixture_init(w, dtype=np.float64)
+            ax.hist(w, bins=200, density=True, color="0.6", log=True)
+            grid = np.linspace(w.min(), w.max(), 1000)
+            pi = np.empty(len(mu))
+            pi[0] = 0.999
+            e = np.exp(lp[1:] - lp[1:].max())
+            pi[1:] = 0.001 * e / e.sum()
+            lam = np.exp(ll)
+            dens = (pi[:, None] * np.sqrt(lam[:, None] / (2 * np.pi))
+                    * np.exp(-0.5 * lam[:, None] * (grid[None] - mu[:, None]) ** 2)).sum(0)
+            ax.plot(grid, dens, "r-", lw=1)
+            ax.set_title(f"{arch} {PHASE_LABEL[phase]}: weight means {title} ({PHASE_LABEL[key]})")
+            ax.set_ylim(1e-3, None)
+        path = os.path.join(out_dir, f"hist_{phase}.png")
+        fig.tight_layout()
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+        written.append(path)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    names = [l.name for l in net]
+    width = 0.8 / max(1, len(finals))
+    for j, (m, p) in enumerate(finals.items()):
+        masks = prune_masks(arch, p)
+        frac = []
+        for l in net:
+            w = p[f"{l.name}.theta"]
+            keep = masks[l.name] if masks else np.ones(w.shape, bool)
+            frac.append(100.0 * np.mean(keep & (w != 0)))
+        ax.bar(np.arange(len(names)) + j * width, frac, width, label=PHASE_LABEL[m])
+    ax.set_xticks(np.arange(len(names)) + 0.4 - width / 2)
+    ax.set_xticklabels(names)
+    ax.set_ylabel("non-zero weights [%] (before clustering)")
+    ax.set_yscale("log")
+    ax.legend()
+    path = os.path.join(out_dir, "sparsity.png")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    written.append(path)
+    return written
