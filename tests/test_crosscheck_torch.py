@@ -1,0 +1,326 @@
+"""Cross-check of the exported .npz (refvbc.crosscheck) against an independent PyTorch float64
+implementation of shared/spec/objective.md (tests/torch_spec.py), plus self-checks of that
+implementation (autograd vs central differences, prior formulas vs scipy).
+
+Optional: skipped when torch is not installed.
+"""
+
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+torch.set_num_threads(1)  # tiny tensors; the test machine's cores are shared
+
+import torch_spec  # noqa: E402  (tests/ is on sys.path under pytest's default rootdir import mode)
+from refvbc import arch as A  # noqa: E402
+
+SEED = 1234
+BATCH = 4
+REL_TOL = 1e-7
+CASES = [(a, t) for a in ("lenet300", "lenet5") for t in (0.0, 0.02)]
+CASE_IDS = [f"{a}-tau2={t}" for a, t in CASES]
+# entries of the fixed mixture component (spec "Terms"): their gradient must be exactly zero
+FIXED_ENTRIES = {"gmm.mu": 0, "gmm.log_pi": 0}
+
+
+def rel_err(a, b):
+    """Per-tensor relative error max|a - b| / max(max|b|, 1e-300); b is the reference."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    return float(np.max(np.abs(a - b), initial=0.0) / max(float(np.max(np.abs(b), initial=0.0)), 1e-300))
+
+
+def param_names(arch_name):
+    names = []
+    for layer in A.get_arch(arch_name):
+        names += [f"{layer.name}.theta", f"{layer.name}.log_sigma2", f"{layer.name}.bias"]
+    return names + ["gmm.mu", "gmm.log_lambda", "gmm.log_pi"]
+
+
+def param_shape(arch_name, name):
+    layers = {layer.name: layer for layer in A.get_arch(arch_name)}
+    prefix, suffix = name.split(".")
+    if prefix == "gmm":
+        return (A.N_COMPONENTS,)
+    layer = layers[prefix]
+    return (layer.weight_shape[0],) if suffix == "bias" else layer.weight_shape
+
+
+# ---------------------------------------------------------------------------------------------
+# exported files (built once per case per test module)
+# ---------------------------------------------------------------------------------------------
+
+_CACHE = {}
+
+
+def exported(arch_name, tau2):
+    key = (arch_name, tau2)
+    if key not in _CACHE:
+        from refvbc import crosscheck
+
+        arrays = crosscheck.build(arch_name, tau2, BATCH, SEED)
+        _CACHE[key] = (arrays, torch_spec.spec_loss(arrays, return_aux=True))
+    return _CACHE[key]
+
+
+@pytest.mark.parametrize("arch_name,tau2", CASES, ids=CASE_IDS)
+def test_keys_shapes_dtypes(arch_name, tau2):
+    arrays, _ = exported(arch_name, tau2)
+    names = param_names(arch_name)
+    layers = A.get_arch(arch_name)
+    expected = {f"config/{k}" for k in ("arch",) + torch_spec.CONFIG_KEYS}
+    expected |= {"input/x", "input/y", "out/loss", "out/logits"}
+    expected |= {f"param/{n}" for n in names} | {f"grad/{n}" for n in names}
+    expected |= {f"noise/{layer.name}" for layer in layers}
+    got = set(arrays)
+    assert got == expected, f"missing keys {sorted(expected - got)}, unexpected keys {sorted(got - expected)}"
+
+    arch_arr = np.asarray(arrays["config/arch"])
+    assert arch_arr.shape == () and arch_arr.dtype.kind == "U", \
+        f"config/arch: expected a 0-d str array, got shape {arch_arr.shape} dtype {arch_arr.dtype}"
+    assert str(arch_arr[()]) == arch_name, f"config/arch: expected {arch_name!r}, got {arch_arr[()]!r}"
+    want_config = {"tau1": 1.0, "tau2": tau2, "n_data": float(A.N_TRAIN), "pi0": A.PI0,
+                   "gamma_alpha": A.GAMMA_ALPHA, "gamma_beta": A.GAMMA_BETA}
+    for k, v in want_config.items():
+        a = np.asarray(arrays[f"config/{k}"])
+        assert a.shape == (), f"config/{k}: expected a scalar, got shape {a.shape}"
+        ok_dtype = a.dtype == np.float64 or (k == "n_data" and a.dtype.kind in "iu")
+        assert ok_dtype, f"config/{k}: expected float64, got {a.dtype}"
+        assert float(a) == v, f"config/{k}: expected {v}, got {float(a)}"
+
+    shapes = {"input/x": (BATCH,) + A.INPUT_SHAPES[arch_name], "input/y": (BATCH,),
+              "out/loss": (), "out/logits": (BATCH, A.N_CLASSES)}
+    for n in names:
+        shapes[f"param/{n}"] = shapes[f"grad/{n}"] = param_shape(arch_name, n)
+    for layer in layers:
+        shapes[f"noise/{layer.name}"] = (BATCH,) + layer.preact_shape
+    for key, shape in shapes.items():
+        a = np.asarray(arrays[key])
+        assert a.shape == shape, f"{key}: expected shape {shape}, got {a.shape}"
+        want = np.int64 if key == "input/y" else np.float64
+        assert a.dtype == want, f"{key}: expected dtype {np.dtype(want)}, got {a.dtype}"
+    y = np.asarray(arrays["input/y"])
+    assert y.min() >= 0 and y.max() < A.N_CLASSES, f"input/y outside [0, 10): {y}"
+    x = np.asarray(arrays["input/x"])
+    assert x.min() >= 0.0 and x.max() <= 1.0, f"input/x outside [0, 1]: [{x.min()}, {x.max()}]"
+    assert float(arrays["param/gmm.mu"][0]) == 0.0, f"gmm.mu[0]: expected 0, got {arrays['param/gmm.mu'][0]}"
+
+
+@pytest.mark.parametrize("arch_name,tau2", CASES, ids=CASE_IDS)
+def test_matches_torch(arch_name, tau2):
+    arrays, (loss, logits, grads, _) = exported(arch_name, tau2)
+    errors = []
+    e = rel_err(arrays["out/loss"], loss)
+    if not e <= REL_TOL:
+        errors.append(f"out/loss: exported {float(arrays['out/loss'])!r} torch {loss!r} rel err {e:.3e}")
+    e = rel_err(arrays["out/logits"], logits)
+    if not e <= REL_TOL:
+        errors.append(f"out/logits: rel err {e:.3e}")
+    assert set(grads) == {k[len("param/"):] for k in arrays if k.startswith("param/")}
+    for name, g_torch in grads.items():
+        key = f"grad/{name}"
+        if key not in arrays:
+            errors.append(f"{key}: missing")
+            continue
+        g = np.asarray(arrays[key])
+        if name in FIXED_ENTRIES:
+            i = FIXED_ENTRIES[name]
+            if g[i] != 0.0:
+                errors.append(f"{key}[{i}]: expected exactly 0, got {g[i]!r}")
+        if tau2 == 0.0 and name.startswith("gmm."):
+            if np.any(g != 0.0):
+                errors.append(f"{key}: expected exactly 0 at tau2=0, max |g| {np.max(np.abs(g)):.3e}")
+            continue
+        e = rel_err(g, g_torch)
+        if not e <= REL_TOL:
+            i = np.unravel_index(np.argmax(np.abs(g - g_torch)), g.shape)
+            errors.append(f"{key}: rel err {e:.3e} (worst at {tuple(int(j) for j in i)}: exported "
+                          f"{g[i]!r} torch {g_torch[i]!r}, max|torch| {np.max(np.abs(g_torch)):.3e})")
+    assert not errors, "exported file differs from the torch recomputation:\n" + "\n".join(errors)
+
+
+@pytest.mark.parametrize("arch_name,tau2", CASES, ids=CASE_IDS)
+def test_exercises_branches(arch_name, tau2):
+    """The spec's "Cross-check file": log alpha inside and outside the clip, ReLU inputs away from 0,
+    weights near several mixture components (plus: no max-pool ties that matter)."""
+    arrays, (_, _, _, aux) = exported(arch_name, tau2)
+    raw = np.concatenate([aux[f"log_alpha_raw/{layer.name}"].ravel() for layer in A.get_arch(arch_name)])
+    n_lo, n_hi = int(np.sum(raw < -10)), int(np.sum(raw > 10))
+    n_in = int(np.sum((raw > -10) & (raw < 10)))
+    assert n_lo > 0 and n_hi > 0 and n_in > 0, \
+        f"log alpha: expected some < -10, > 10 and inside; got {n_lo} below, {n_hi} above, {n_in} inside"
+    margin = float(np.min(np.abs(np.abs(raw) - 10.0)))
+    assert margin > 1e-6, f"log alpha within {margin:.3e} of the clip boundary"
+
+    for name, kind, after in torch_spec.NETWORKS[arch_name]:
+        if after == "logits":
+            continue
+        pre = aux[f"preact/{name}"]
+        ratio = float(np.min(np.abs(pre)) / np.max(np.abs(pre)))
+        assert ratio > 1e-9, f"{name}: ReLU input min|pre|/max|pre| = {ratio:.3e}, too close to 0"
+        if after.startswith("pool"):
+            h = aux[f"pooled/{name}"]
+            b, c, hh, ww = h.shape
+            win = h.reshape(b, c, hh // 2, 2, ww // 2, 2).transpose(0, 1, 2, 4, 3, 5).reshape(-1, 4)
+            win = np.sort(win, axis=1)
+            live = win[:, 3] > 0
+            gap = float(np.min(win[live, 3] - win[live, 2]) / np.max(win[:, 3]))
+            assert gap > 1e-9, f"{name}: max-pool near-tie, relative gap {gap:.3e}"
+
+    theta = np.concatenate([np.asarray(arrays[f"param/{layer.name}.theta"]).ravel()
+                            for layer in A.get_arch(arch_name)])
+    mu = np.asarray(arrays["param/gmm.mu"]).copy()
+    mu[0] = 0.0
+    lam = np.exp(np.asarray(arrays["param/gmm.log_lambda"]))
+    rho = np.asarray(arrays["param/gmm.log_pi"])
+    log_w = np.concatenate([[math.log(A.PI0)], math.log1p(-A.PI0) + rho[1:] - np.logaddexp.reduce(rho[1:])])
+    comp = log_w + 0.5 * np.log(lam) - 0.5 * lam * (theta[:, None] - mu[None, :]) ** 2
+    used = np.unique(np.argmax(comp, axis=1))
+    assert used.size >= 3, f"weights are nearest (by responsibility) to only components {used.tolist()}"
+
+
+def test_write_roundtrip(tmp_path):
+    from refvbc import crosscheck
+
+    arrays, ref = exported("lenet5", 0.02)
+    path = tmp_path / "cc.npz"
+    crosscheck.write(str(path), arrays)
+    with np.load(path) as f:  # no allow_pickle: the file must be plain arrays
+        loaded = {k: f[k] for k in f.files}
+    assert set(loaded) == set(arrays), f"keys changed: {sorted(set(loaded) ^ set(arrays))}"
+    for k, v in arrays.items():
+        v = np.asarray(v)
+        assert loaded[k].dtype == v.dtype and loaded[k].shape == v.shape, \
+            f"{k}: wrote {v.dtype}{v.shape}, read {loaded[k].dtype}{loaded[k].shape}"
+        assert np.array_equal(loaded[k], v), f"{k}: values changed through write/read"
+    loss, logits, grads = torch_spec.spec_loss(loaded)
+    assert loss == ref[0] and np.array_equal(logits, ref[1])
+    for n in grads:
+        assert np.array_equal(grads[n], ref[2][n]), f"grad {n} changed through write/read"
+
+
+def test_cli_matches_build(tmp_path):
+    arrays, _ = exported("lenet300", 0.02)
+    path = tmp_path / "cli.npz"
+    cmd = [sys.executable, "-m", "refvbc.crosscheck", "--arch", "lenet300", "--tau2", "0.02",
+           "--batch", str(BATCH), "--seed", str(SEED), "--out", str(path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"CLI failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+    with np.load(path) as f:
+        loaded = {k: f[k] for k in f.files}
+    assert set(loaded) == set(arrays), f"CLI keys differ: {sorted(set(loaded) ^ set(arrays))}"
+    for k in arrays:
+        assert np.array_equal(loaded[k], np.asarray(arrays[k])), f"{k}: CLI output differs from build()"
+    loss, _, _ = torch_spec.spec_loss(loaded)
+    assert rel_err(loaded["out/loss"], loss) <= REL_TOL
+
+
+# ---------------------------------------------------------------------------------------------
+# self-checks of torch_spec (independent of the exporter)
+# ---------------------------------------------------------------------------------------------
+
+TINY = {
+    "lenet300": ((1, 12), (("fc1", (6, 12), (6,)), ("fc2", (5, 6), (5,)), ("fc3", (10, 5), (10,)))),
+    "lenet5": ((1, 1, 28, 28), (("conv1", (2, 1, 5, 5), (2, 24, 24)), ("conv2", (3, 2, 5, 5), (3, 8, 8)),
+                                ("fc1", (5, 48), (5,)), ("fc2", (10, 5), (10,)))),
+}
+
+
+def tiny_arrays(arch_name, tau2, batch=2, seed=0):
+    """A spec-format dict (inputs only) for a shrunken network of the same topology."""
+    rng = np.random.default_rng(seed)
+    xshape, layers = TINY[arch_name]
+    out = {"config/arch": np.array(arch_name), "config/tau1": np.float64(1.0), "config/tau2": np.float64(tau2),
+           "config/n_data": np.float64(100.0), "config/pi0": np.float64(0.5),  # not 0.999: gives the learnable components a visible gradient
+           "config/gamma_alpha": np.float64(A.GAMMA_ALPHA), "config/gamma_beta": np.float64(A.GAMMA_BETA),
+           "input/x": rng.uniform(0, 1, (batch,) + xshape[1:]), "input/y": rng.integers(0, 10, batch)}
+    for name, wshape, pshape in layers:
+        # per weight a branch: log alpha below, inside (twice as likely) or above [-10, 10]; the
+        # "above" weights get small means so that their variance (and the loss) stays moderate
+        branch = rng.integers(0, 4, wshape)
+        theta = rng.normal(0, 0.3, wshape) * np.where(branch == 3, 1e-3, 1.0)
+        offset = np.array([-14.0, -3.0, 0.5, 12.5])[branch] + rng.uniform(-1, 1, wshape)
+        s = np.log(theta ** 2 + 1e-8) + offset
+        out[f"param/{name}.theta"] = theta
+        out[f"param/{name}.log_sigma2"] = s
+        out[f"param/{name}.bias"] = rng.normal(0, 0.1, wshape[0])
+        out[f"noise/{name}"] = rng.standard_normal((batch,) + pshape)
+    k = A.N_COMPONENTS
+    out["param/gmm.mu"] = np.concatenate([[0.0], np.linspace(-0.6, 0.6, k - 1)])
+    # sum(log lambda) = 0 keeps the Gamma term (1e5 * sum log lambda - ...) small, so that central
+    # differences of the loss are not swamped by its round-off
+    log_lam = rng.uniform(-1.0, 1.0, k)
+    out["param/gmm.log_lambda"] = log_lam - log_lam.mean()
+    out["param/gmm.log_pi"] = rng.normal(0, 1, k)
+    return out
+
+
+@pytest.mark.parametrize("arch_name", ["lenet300", "lenet5"])
+@pytest.mark.parametrize("tau2", [0.0, 1.0])  # tau2 = 1 so the mixture gradients rise above round-off
+def test_torch_spec_central_differences(arch_name, tau2):
+    """torch_spec's autograd gradient vs float64 central differences, on a tiny network
+    (per-tensor relative error <= 1e-6)."""
+    arrays = tiny_arrays(arch_name, tau2)
+    arch, params, x, y, noise, config = torch_spec.unpack(arrays)
+    _, _, grads = torch_spec.spec_loss(arrays)
+    h = 1e-6
+    pick = np.random.default_rng(1)
+    with torch.no_grad():
+        for name, p in params.items():
+            flat = p.view(-1)
+            # every entry of small tensors, 40 random ones (plus entry 0) of larger ones
+            idx = np.arange(flat.numel())
+            if idx.size > 60:
+                idx = np.union1d([0], pick.choice(idx.size, 40, replace=False))
+            num = np.zeros(idx.size)
+            for j, i in enumerate(idx):
+                old = float(flat[i])
+                flat[i] = old + h
+                lp = float(torch_spec.spec_forward(arch, params, x, y, noise, config)[0])
+                flat[i] = old - h
+                lm = float(torch_spec.spec_forward(arch, params, x, y, noise, config)[0])
+                flat[i] = old
+                num[j] = (lp - lm) / (2 * h)
+            ana = grads[name].ravel()[idx]
+            e = rel_err(num, ana) if np.any(ana) else float(np.max(np.abs(num)))
+            assert e <= 1e-6, f"{arch_name} tau2={tau2} {name}: autograd vs central differences rel err {e:.3e}"
+    assert grads["gmm.mu"][0] == 0.0 and grads["gmm.log_pi"][0] == 0.0
+    if tau2 == 0.0:
+        for n in ("gmm.mu", "gmm.log_lambda", "gmm.log_pi"):
+            assert np.all(grads[n] == 0.0), f"{n}: nonzero gradient at tau2=0"
+
+
+def test_torch_spec_priors_against_scipy():
+    """KL_VD, the clip, the mixture and the Gamma term against direct NumPy/SciPy formulas."""
+    stats = pytest.importorskip("scipy.stats")
+    special = pytest.importorskip("scipy.special")
+    rng = np.random.default_rng(5)
+    la = rng.uniform(-10, 10, 50)
+    want = np.sum(0.63576 - 0.63576 / (1 + np.exp(-(1.87320 + 1.48695 * la))) + 0.5 * np.log1p(np.exp(-la)))
+    got = float(torch_spec.kl_vd(torch.tensor(la)))
+    assert abs(got - want) <= 1e-12 * abs(want), f"KL_VD: expected {want}, got {got}"
+
+    raw = torch.tensor([-12.0, -9.5, 0.0, 9.5, 12.0], dtype=torch.float64, requires_grad=True)
+    clipped = torch_spec.clip_log_alpha(raw)
+    clipped.sum().backward()
+    assert clipped.tolist() == [-10.0, -9.5, 0.0, 9.5, 10.0]
+    assert raw.grad.tolist() == [0.0, 1.0, 1.0, 1.0, 0.0], f"clip gradient: {raw.grad.tolist()}"
+
+    k = A.N_COMPONENTS
+    theta = rng.normal(0, 0.3, 40)
+    mu = np.concatenate([[0.0], rng.normal(0, 0.5, k - 1)])
+    log_lam = rng.uniform(0, 4, k)
+    rho = rng.normal(0, 1, k)
+    pi = np.concatenate([[A.PI0], (1 - A.PI0) * special.softmax(rho[1:])])
+    dens = stats.norm.logpdf(theta[:, None], loc=mu[None, :], scale=np.exp(-0.5 * log_lam)[None, :])
+    want = float(np.sum(special.logsumexp(dens + np.log(pi), axis=1)))
+    got = float(torch_spec.log_mixture(torch.tensor(theta), torch.tensor(mu), torch.tensor(log_lam),
+                                       torch.tensor(rho), A.PI0))
+    assert abs(got - want) <= 1e-12 * abs(want), f"log GM: expected {want}, got {got}"
+
+    want = float(np.sum((A.GAMMA_ALPHA - 1) * log_lam - A.GAMMA_BETA * np.exp(log_lam)))
+    got = float(torch_spec.log_gamma(torch.tensor(log_lam), A.GAMMA_ALPHA, A.GAMMA_BETA))
+    assert abs(got - want) <= 1e-12 * abs(want), f"log Gamma: expected {want}, got {got}"

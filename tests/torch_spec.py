@@ -1,0 +1,216 @@
+"""An independent PyTorch (float64, autograd) implementation of shared/spec/objective.md.
+
+Written from the spec only: it imports no refvbc numerics (no layers/priors/models/objective), and it
+reads nothing but the arrays of a cross-check file (``config/``, ``input/``, ``param/``, ``noise/``).
+Its loss, logits and autograd gradients are compared against the file's ``out/`` and ``grad/`` arrays by
+tests/test_crosscheck_torch.py.
+
+Shape legend
+    B        batch size
+    K        mixture components (17 in the spec), component 0 fixed (mu_0 = 0, pi_0 = config/pi0)
+    dense    theta, log_sigma2 (out, in); bias (out,); x (B, in); pre-activation (B, out)
+    conv     theta, log_sigma2 (out_c, in_c, kh, kw); bias (out_c,); pre-activation (B, out_c, H', W')
+    lenet300 input (B, 784): fc1, fc2, fc3
+    lenet5   input (B, 1, 28, 28): conv1, conv2, fc1, fc2
+
+Public API
+    spec_loss(arrays) -> (loss: float, logits: np.ndarray (B, 10), grads: dict name -> np.ndarray)
+    spec_forward(arch, params, x, y, noise, config) -> (loss tensor, logits tensor, aux dict)
+    log_alpha_unclipped(theta, log_sigma2), kl_vd(log_alpha), log_mixture(theta, mu, log_lambda,
+    log_pi, pi0), log_gamma(log_lambda, alpha, beta)
+"""
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+# spec "Terms": KL_VD constants (Molchanov et al. 2017)
+K1, K2, K3 = 0.63576, 1.87320, 1.48695
+LOG_ALPHA_MIN, LOG_ALPHA_MAX = -10.0, 10.0
+VAR_EPS = 1e-8  # spec "Variational layer": y = m + sqrt(v + 1e-8) * eps
+THETA_EPS = 1e-8  # spec "Terms": log alpha = s - log(theta^2 + 1e-8)
+
+# The network as the spec's "Architectures" section writes it: (layer, kind, what follows it).
+# "pool" = ReLU then max-pool 2x2/2; "flatten" = ReLU, max-pool, then flatten in (C, H, W) order.
+NETWORKS = {
+    "lenet300": (("fc1", "dense", "relu"), ("fc2", "dense", "relu"), ("fc3", "dense", "logits")),
+    "lenet5": (
+        ("conv1", "conv", "pool"),
+        ("conv2", "conv", "pool_flatten"),
+        ("fc1", "dense", "relu"),
+        ("fc2", "dense", "logits"),
+    ),
+}
+CONFIG_KEYS = ("tau1", "tau2", "n_data", "pi0", "gamma_alpha", "gamma_beta")
+
+
+def variational_layer(kind, x, theta, log_sigma2, bias, eps):
+    """Local reparameterization (spec "Variational layer").
+
+    Inputs:  x (B, in) or (B, C, H, W); theta, log_sigma2 weight-shaped; bias (out,);
+             eps pre-activation-shaped standard normal noise.
+    Returns: y = m + sqrt(v + 1e-8) * eps, pre-activation shaped.
+    """
+    if kind == "dense":
+        m = x @ theta.T + bias
+        v = (x * x) @ torch.exp(log_sigma2).T
+    elif kind == "conv":
+        m = F.conv2d(x, theta, bias)  # valid, stride 1
+        v = F.conv2d(x * x, torch.exp(log_sigma2))
+    else:
+        raise ValueError(f"unknown layer kind {kind!r}")
+    if eps.shape != m.shape:
+        raise ValueError(f"noise shape {tuple(eps.shape)} != pre-activation shape {tuple(m.shape)}")
+    return m + torch.sqrt(v + VAR_EPS) * eps
+
+
+def log_alpha_unclipped(theta, log_sigma2):
+    """s - log(theta^2 + 1e-8), before the clip (spec "Terms")."""
+    return log_sigma2 - torch.log(theta * theta + THETA_EPS)
+
+
+def clip_log_alpha(raw):
+    """clip(raw, -10, 10) with no gradient outside the range (spec "Terms").
+
+    torch.clamp's backward is grad * (min <= raw <= max): zero strictly outside, identity inside (the
+    boundary itself counts as inside, which the spec leaves open; tests keep exported values off it).
+    """
+    return torch.clamp(raw, LOG_ALPHA_MIN, LOG_ALPHA_MAX)
+
+
+def kl_vd(log_alpha):
+    """Sum of k1 - k1*sigmoid(k2 + k3*log_alpha) + 0.5*log1p(exp(-log_alpha)) (spec "Terms")."""
+    per = K1 - K1 * torch.sigmoid(K2 + K3 * log_alpha) + 0.5 * torch.log1p(torch.exp(-log_alpha))
+    return per.sum()
+
+
+def mixture_log_weights(log_pi, pi0):
+    """log pi_k: log pi0 for k = 0, log((1 - pi0) * softmax(rho[1:])_k) for k >= 1 (spec "Terms").
+
+    rho[0] (log_pi[0]) is not used, so it gets an exactly-zero gradient.
+    """
+    head = torch.full((1,), math.log(pi0), dtype=log_pi.dtype)
+    tail = math.log1p(-pi0) + torch.log_softmax(log_pi[1:], dim=0)
+    return torch.cat([head, tail])
+
+
+def log_mixture(theta_flat, mu, log_lambda, log_pi, pi0):
+    """Sum_i log GM(theta_i), log GM = logsumexp_k[log pi_k + 1/2 log lam_k - 1/2 log 2pi
+    - 1/2 lam_k (theta_i - mu_k)^2] (spec "Terms"). mu_0 = 0 is fixed: mu[0] gets zero gradient.
+
+    Inputs: theta_flat (W,); mu, log_lambda, log_pi (K,). Returns a scalar.
+    """
+    mu_used = torch.cat([torch.zeros(1, dtype=mu.dtype), mu[1:]])
+    lam = torch.exp(log_lambda)
+    log_w = mixture_log_weights(log_pi, pi0)
+    d = theta_flat[:, None] - mu_used[None, :]  # (W, K)
+    comp = log_w + 0.5 * log_lambda - 0.5 * math.log(2.0 * math.pi) - 0.5 * lam * d * d
+    return torch.logsumexp(comp, dim=1).sum()
+
+
+def log_gamma(log_lambda, alpha, beta):
+    """Sum_k (alpha - 1) log lam_k - beta lam_k, the Gamma hyper-prior without its constant."""
+    return ((alpha - 1.0) * log_lambda - beta * torch.exp(log_lambda)).sum()
+
+
+def spec_forward(arch, params, x, y, noise, config):
+    """The spec's minibatch loss.
+
+    Inputs:  arch "lenet300" | "lenet5"; params dict name -> tensor (``<layer>.theta|log_sigma2|bias``,
+             ``gmm.mu|log_lambda|log_pi``); x (B, 784) or (B, 1, 28, 28); y (B,) int64;
+             noise dict layer -> pre-activation-shaped tensor; config dict of floats (CONFIG_KEYS).
+    Returns: loss (scalar tensor), logits (B, 10), aux dict with ``preact/<layer>`` (pre-activations),
+             ``pooled/<layer>`` (post-ReLU pool inputs) and ``log_alpha_raw/<layer>`` (detached).
+    """
+    if arch not in NETWORKS:
+        raise ValueError(f"unknown architecture {arch!r}; expected one of {sorted(NETWORKS)}")
+    aux = {}
+    h = x
+    kl = torch.zeros((), dtype=torch.float64)
+    thetas = []
+    for name, kind, after in NETWORKS[arch]:
+        theta = params[f"{name}.theta"]
+        s = params[f"{name}.log_sigma2"]
+        pre = variational_layer(kind, h, theta, s, params[f"{name}.bias"], noise[name])
+        aux[f"preact/{name}"] = pre.detach()
+        raw = log_alpha_unclipped(theta, s)
+        aux[f"log_alpha_raw/{name}"] = raw.detach()
+        kl = kl + kl_vd(clip_log_alpha(raw))
+        thetas.append(theta.reshape(-1))
+        if after == "logits":
+            h = pre
+        else:
+            h = torch.relu(pre)
+            if after.startswith("pool"):
+                aux[f"pooled/{name}"] = h.detach()
+                h = F.max_pool2d(h, kernel_size=2, stride=2)
+            if after == "pool_flatten":
+                h = h.reshape(h.shape[0], -1)  # (C, H, W) order
+    logits = h
+    ce = F.cross_entropy(logits, y, reduction="mean")
+    gm = log_mixture(torch.cat(thetas), params["gmm.mu"], params["gmm.log_lambda"],
+                     params["gmm.log_pi"], config["pi0"])
+    lg = log_gamma(params["gmm.log_lambda"], config["gamma_alpha"], config["gamma_beta"])
+    reg = config["tau1"] * kl - config["tau2"] * (gm + lg)  # tau2 = 0 gives exactly-zero gmm grads
+    loss = ce + reg / config["n_data"]
+    return loss, logits, aux
+
+
+def unpack(arrays):
+    """Read a cross-check mapping (dict or np.load result) into (arch, params, x, y, noise, config).
+
+    Only ``config/``, ``input/``, ``param/`` and ``noise/`` keys are read; params are float64 leaf
+    tensors with requires_grad. Raises ValueError on a missing key or a non-float64 array.
+    """
+    keys = list(arrays.keys())
+
+    def get(key):
+        if key not in keys:
+            raise ValueError(f"cross-check arrays lack key {key!r}")
+        return np.asarray(arrays[key])
+
+    arch = str(get("config/arch")[()])
+    config = {k: float(get(f"config/{k}")) for k in CONFIG_KEYS}
+    x = get("input/x")
+    if x.dtype != np.float64:
+        raise ValueError(f"input/x must be float64, got {x.dtype}")
+    y = get("input/y")
+    if y.dtype.kind not in "iu":
+        raise ValueError(f"input/y must be integer, got {y.dtype}")
+    params, noise = {}, {}
+    for key in keys:
+        if key.startswith("param/") or key.startswith("noise/"):
+            a = get(key)
+            if a.dtype != np.float64:
+                raise ValueError(f"{key} must be float64, got {a.dtype}")
+            t = torch.tensor(a, dtype=torch.float64)
+            if key.startswith("param/"):
+                params[key[len("param/"):]] = t.requires_grad_(True)
+            else:
+                noise[key[len("noise/"):]] = t
+    if "gmm.mu" in params and float(params["gmm.mu"][0].detach()) != 0.0:
+        mu0 = float(params["gmm.mu"][0].detach())
+        raise ValueError(f"param/gmm.mu[0] must be 0 (spec: mu_0 fixed), got {mu0}")
+    return arch, params, torch.tensor(x), torch.tensor(y, dtype=torch.int64), noise, config
+
+
+def spec_loss(arrays, return_aux=False):
+    """Recompute loss, logits and gradients of a cross-check file from its inputs alone.
+
+    Inputs:  arrays, a mapping with the spec's keys (dict of np.ndarray or an np.load NpzFile).
+    Returns: (loss float, logits (B, 10) np.ndarray, grads dict param name -> np.ndarray), plus the
+             aux dict of spec_forward (numpy) when return_aux.
+    """
+    arch, params, x, y, noise, config = unpack(arrays)
+    loss, logits, aux = spec_forward(arch, params, x, y, noise, config)
+    names = sorted(params)
+    gs = torch.autograd.grad(loss, [params[n] for n in names], allow_unused=True)
+    grads = {}
+    for n, g in zip(names, gs):
+        grads[n] = np.zeros(tuple(params[n].shape)) if g is None else g.detach().numpy().copy()
+    out = (float(loss.detach()), logits.detach().numpy().copy(), grads)
+    if return_aux:
+        out = out + ({k: v.numpy().copy() for k, v in aux.items()},)
+    return out
