@@ -29,8 +29,11 @@ from refvbc.kernels.mixture import (
     LOG_ALPHA_EPS,
     LOG_ALPHA_MAX,
     LOG_ALPHA_MIN,
+    PARALLEL_MIN,
     kl_vd_kernel,
+    kl_vd_kernel_serial,
     mixture_pass_kernel,
+    mixture_pass_kernel_serial,
     responsibility_argmax_kernel,
 )
 
@@ -147,7 +150,8 @@ def kl_vd(theta, log_sigma2):
     s = _flat(log_sigma2)
     dt = np.empty_like(t)
     ds = np.empty_like(s)
-    partial = kl_vd_kernel(t, s, dt, ds, CHUNK)
+    kernel = kl_vd_kernel if t.shape[0] >= PARALLEL_MIN else kl_vd_kernel_serial
+    partial = kernel(t, s, dt, ds, CHUNK)
     return float(partial.sum()), dt.reshape(theta.shape), ds.reshape(theta.shape)
 
 
@@ -246,7 +250,8 @@ def mixture_prior(thetas, mu, log_lambda, log_pi, pi0=PI0, gamma_alpha=GAMMA_ALP
     for th in thetas:
         flat = _flat(th)
         dflat = np.empty_like(flat)
-        lse, r, rd, rd2 = mixture_pass_kernel(flat, mu64, lam, half_lam, const, dflat, CHUNK)
+        kernel = mixture_pass_kernel if flat.shape[0] >= PARALLEL_MIN else mixture_pass_kernel_serial
+        lse, r, rd, rd2 = kernel(flat, mu64, lam, half_lam, const, dflat, CHUNK)
         total += lse.sum()
         resp += r.sum(axis=0)
         resp_d += rd.sum(axis=0)

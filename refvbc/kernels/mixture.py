@@ -12,6 +12,9 @@ that ``tests/test_priors.py`` compares against.
 Conventions
 - Per-weight arithmetic is done in float64 whatever the input dtype (float32 or float64); outputs are
   written into caller-allocated arrays of the caller's dtype.
+- Each kernel exists twice, ``*_kernel`` (parallel=True, prange over chunks) and ``*_kernel_serial``
+  (one thread, same chunks, bitwise the same results); callers use the serial one below
+  ``PARALLEL_MIN`` weights, where the thread-pool launch costs more than the work.
 - Parallel kernels split the weights into fixed chunks; each chunk owns its own accumulator row, and
   the caller reduces the rows in a fixed order, so results do not depend on the thread count (no races,
   deterministic sums).
@@ -23,6 +26,8 @@ from numba import njit, prange
 
 # Default number of weights per chunk of a parallel kernel.
 CHUNK = 4096
+# Below this many weights the callers use the serial kernels.
+PARALLEL_MIN = 4 * CHUNK
 
 # Molchanov et al. 2017 approximation constants (spec "Terms", KL_VD).
 KL_K1 = 0.63576
@@ -33,9 +38,45 @@ LOG_ALPHA_MIN = -10.0
 LOG_ALPHA_MAX = 10.0
 
 
+@njit(cache=True)
+def _kl_vd_chunk(theta, log_sigma2, dtheta, dlog_sigma2, start, stop):
+    """KL_VD of weights [start, stop): writes their gradients, returns their float64 sum.
+
+    Per weight, with a = s - log(theta^2 + 1e-8) (spec "Terms"):
+        la = clip(a, -10, 10); z = k2 + k3*la; sg = sigmoid(z); e = exp(-la)
+        kl = k1 - k1*sg + 0.5*log1p(e)
+        dkl/dla = -k1*k3*sg*(1-sg) - 0.5*e/(1+e)
+        dla/ds = 1, dla/dtheta = -2 theta / (theta^2 + 1e-8), both 0 when a is outside [-10, 10]
+        (the clip's gradient passes on the closed interval, like torch.clamp).
+    """
+    acc = 0.0
+    for i in range(start, stop):
+        t = np.float64(theta[i])
+        t2e = t * t + LOG_ALPHA_EPS
+        a = np.float64(log_sigma2[i]) - np.log(t2e)
+        inside = True
+        if a < LOG_ALPHA_MIN:
+            a = LOG_ALPHA_MIN
+            inside = False
+        elif a > LOG_ALPHA_MAX:
+            a = LOG_ALPHA_MAX
+            inside = False
+        sg = 1.0 / (1.0 + np.exp(-(KL_K2 + KL_K3 * a)))
+        e = np.exp(-a)
+        acc += KL_K1 - KL_K1 * sg + 0.5 * np.log1p(e)
+        if inside:
+            g = -KL_K1 * KL_K3 * sg * (1.0 - sg) - 0.5 * e / (1.0 + e)
+            dlog_sigma2[i] = g
+            dtheta[i] = g * (-2.0 * t / t2e)
+        else:
+            dlog_sigma2[i] = 0.0
+            dtheta[i] = 0.0
+    return acc
+
+
 @njit(parallel=True, cache=True)
 def kl_vd_kernel(theta, log_sigma2, dtheta, dlog_sigma2, chunk):
-    """Fused KL_VD value and gradients (spec "Terms": log alpha and KL_VD).
+    """Fused KL_VD value and gradients (spec "Terms": log alpha and KL_VD), chunks in parallel.
 
     Inputs
         theta, log_sigma2   (D,) float32 or float64, contiguous
@@ -43,49 +84,73 @@ def kl_vd_kernel(theta, log_sigma2, dtheta, dlog_sigma2, chunk):
         chunk               weights per chunk (> 0)
     Returns
         partial             (C,) float64: per-chunk sums of KL_VD (reduce with .sum())
-
-    Per weight, with a = s - log(theta^2 + 1e-8):
-        la = clip(a, -10, 10); z = k2 + k3*la; sg = sigmoid(z); e = exp(-la)
-        kl = k1 - k1*sg + 0.5*log1p(e)
-        dkl/dla = -k1*k3*sg*(1-sg) - 0.5*e/(1+e)
-        dla/ds = 1, dla/dtheta = -2 theta / (theta^2 + 1e-8), both 0 when a is outside [-10, 10]
-        (the clip's gradient passes on the closed interval, like torch.clamp).
     """
     n = theta.shape[0]
     nchunks = (n + chunk - 1) // chunk
     partial = np.zeros(nchunks)
     for c in prange(nchunks):
         start = c * chunk
-        stop = min(start + chunk, n)
-        acc = 0.0
-        for i in range(start, stop):
-            t = np.float64(theta[i])
-            t2e = t * t + LOG_ALPHA_EPS
-            a = np.float64(log_sigma2[i]) - np.log(t2e)
-            inside = True
-            if a < LOG_ALPHA_MIN:
-                a = LOG_ALPHA_MIN
-                inside = False
-            elif a > LOG_ALPHA_MAX:
-                a = LOG_ALPHA_MAX
-                inside = False
-            sg = 1.0 / (1.0 + np.exp(-(KL_K2 + KL_K3 * a)))
-            e = np.exp(-a)
-            acc += KL_K1 - KL_K1 * sg + 0.5 * np.log1p(e)
-            if inside:
-                g = -KL_K1 * KL_K3 * sg * (1.0 - sg) - 0.5 * e / (1.0 + e)
-                dlog_sigma2[i] = g
-                dtheta[i] = g * (-2.0 * t / t2e)
-            else:
-                dlog_sigma2[i] = 0.0
-                dtheta[i] = 0.0
-        partial[c] = acc
+        partial[c] = _kl_vd_chunk(theta, log_sigma2, dtheta, dlog_sigma2, start, min(start + chunk, n))
     return partial
+
+
+@njit(cache=True)
+def kl_vd_kernel_serial(theta, log_sigma2, dtheta, dlog_sigma2, chunk):
+    """``kl_vd_kernel`` on one thread (same chunks, same results): no thread-pool launch for small D."""
+    n = theta.shape[0]
+    nchunks = (n + chunk - 1) // chunk
+    partial = np.zeros(nchunks)
+    for c in range(nchunks):
+        start = c * chunk
+        partial[c] = _kl_vd_chunk(theta, log_sigma2, dtheta, dlog_sigma2, start, min(start + chunk, n))
+    return partial
+
+
+@njit(cache=True)
+def _mixture_chunk(theta, mu, lam, half_lam, const, dtheta, start, stop, buf, dbuf,
+                   r_acc, rd_acc, rd2_acc):
+    """Mixture pass over weights [start, stop) (spec "Terms", log GM); returns sum_i log GM(theta_i).
+
+    Per weight: d_k = theta - mu_k, l_k = const_k - 0.5 lambda_k d_k^2, log GM = logsumexp_k l_k,
+    r_k = exp(l_k - max) / sum, dtheta = -sum_k r_k lambda_k d_k; adds r_k, r_k d_k, r_k d_k^2 into the
+    (K,) float64 accumulators r_acc, rd_acc, rd2_acc. buf, dbuf: (K,) float64 scratch.
+    One exp per component per weight, one log per weight.
+    """
+    K = mu.shape[0]
+    lse_acc = 0.0
+    for i in range(start, stop):
+        t = np.float64(theta[i])
+        m = -np.inf
+        for k in range(K):
+            d = t - mu[k]
+            dbuf[k] = d
+            lk = const[k] - half_lam[k] * (d * d)
+            buf[k] = lk
+            if lk > m:
+                m = lk
+        s = 0.0
+        for k in range(K):
+            e = np.exp(buf[k] - m)
+            buf[k] = e
+            s += e
+        lse_acc += m + np.log(s)
+        inv = 1.0 / s
+        g = 0.0
+        for k in range(K):
+            r = buf[k] * inv
+            rd = r * dbuf[k]
+            r_acc[k] += r
+            rd_acc[k] += rd
+            rd2_acc[k] += rd * dbuf[k]
+            g += rd * lam[k]
+        dtheta[i] = -g
+    return lse_acc
 
 
 @njit(parallel=True, cache=True)
 def mixture_pass_kernel(theta, mu, lam, half_lam, const, dtheta, chunk):
-    """One fused pass of the mixture log-density over a flat weight array (spec "Terms", log GM).
+    """One fused pass of the mixture log-density over a flat weight array, chunks in parallel
+    (spec "Terms", log GM).
 
     Inputs
         theta     (D,) float32 or float64, contiguous
@@ -95,15 +160,12 @@ def mixture_pass_kernel(theta, mu, lam, half_lam, const, dtheta, chunk):
         const     (K,) float64, log pi_k + 0.5 log lambda_k - 0.5 log 2 pi
         dtheta    (D,) output, dtype of theta; fully overwritten with d log GM(theta_i) / d theta_i
         chunk     weights per chunk (> 0)
-    Returns
+    Returns (each chunk owns one row; reduce with .sum(axis=0))
         lse       (C,)   float64, per-chunk sums of log GM(theta_i)
         resp      (C, K) float64, per-chunk sums of r_ik
         resp_d    (C, K) float64, per-chunk sums of r_ik (theta_i - mu_k)
         resp_d2   (C, K) float64, per-chunk sums of r_ik (theta_i - mu_k)^2
-
-    Per weight: l_k = const_k - 0.5 lambda_k d_k^2 with d_k = theta - mu_k, log GM = logsumexp_k l_k,
-    r_k = exp(l_k - logsumexp), d log GM / d theta = -sum_k r_k lambda_k d_k. One exp per component per
-    weight, one log per weight; the K terms live in a per-chunk buffer, never a (D, K) array.
+    The K log-terms of a weight live in a (K,) per-chunk buffer, never in a (D, K) array.
     """
     n = theta.shape[0]
     K = mu.shape[0]
@@ -114,44 +176,30 @@ def mixture_pass_kernel(theta, mu, lam, half_lam, const, dtheta, chunk):
     resp_d2 = np.zeros((nchunks, K))
     for c in prange(nchunks):
         start = c * chunk
-        stop = min(start + chunk, n)
         buf = np.empty(K)
         dbuf = np.empty(K)
-        r_acc = np.zeros(K)
-        rd_acc = np.zeros(K)
-        rd2_acc = np.zeros(K)
-        lse_acc = 0.0
-        for i in range(start, stop):
-            t = np.float64(theta[i])
-            m = -np.inf
-            for k in range(K):
-                d = t - mu[k]
-                dbuf[k] = d
-                lk = const[k] - half_lam[k] * (d * d)
-                buf[k] = lk
-                if lk > m:
-                    m = lk
-            s = 0.0
-            for k in range(K):
-                e = np.exp(buf[k] - m)
-                buf[k] = e
-                s += e
-            lse_acc += m + np.log(s)
-            inv = 1.0 / s
-            g = 0.0
-            for k in range(K):
-                r = buf[k] * inv
-                rd = r * dbuf[k]
-                r_acc[k] += r
-                rd_acc[k] += rd
-                rd2_acc[k] += rd * dbuf[k]
-                g += rd * lam[k]
-            dtheta[i] = -g
-        lse[c] = lse_acc
-        for k in range(K):
-            resp[c, k] = r_acc[k]
-            resp_d[c, k] = rd_acc[k]
-            resp_d2[c, k] = rd2_acc[k]
+        lse[c] = _mixture_chunk(theta, mu, lam, half_lam, const, dtheta, start, min(start + chunk, n),
+                                buf, dbuf, resp[c], resp_d[c], resp_d2[c])
+    return lse, resp, resp_d, resp_d2
+
+
+@njit(cache=True)
+def mixture_pass_kernel_serial(theta, mu, lam, half_lam, const, dtheta, chunk):
+    """``mixture_pass_kernel`` on one thread (same chunks, same results): no thread-pool launch for
+    small D."""
+    n = theta.shape[0]
+    K = mu.shape[0]
+    nchunks = (n + chunk - 1) // chunk
+    lse = np.zeros(nchunks)
+    resp = np.zeros((nchunks, K))
+    resp_d = np.zeros((nchunks, K))
+    resp_d2 = np.zeros((nchunks, K))
+    buf = np.empty(K)
+    dbuf = np.empty(K)
+    for c in range(nchunks):
+        start = c * chunk
+        lse[c] = _mixture_chunk(theta, mu, lam, half_lam, const, dtheta, start, min(start + chunk, n),
+                                buf, dbuf, resp[c], resp_d[c], resp_d2[c])
     return lse, resp, resp_d, resp_d2
 
 

@@ -1,0 +1,380 @@
+"""Tests of refvbc/priors.py and refvbc/kernels/mixture.py: central differences (float64, rel. error
+<= 1e-6), numba vs NumPy references (float32 and float64), fixed entries, Table-3 initialisation."""
+
+import numpy as np
+import pytest
+
+from refvbc.arch import GAMMA_ALPHA, GAMMA_BETA, N_COMPONENTS, PI0
+from refvbc.kernels.mixture import (
+    CHUNK,
+    PARALLEL_MIN,
+    kl_vd_kernel,
+    kl_vd_kernel_serial,
+    mixture_pass_kernel,
+    mixture_pass_kernel_serial,
+)
+from refvbc.priors import (
+    dropout_rate,
+    kl_vd,
+    kl_vd_numpy,
+    log_alpha,
+    mixture_init,
+    mixture_prior,
+    mixture_prior_numpy,
+    mixture_responsibility_argmax,
+    mixture_responsibility_argmax_numpy,
+)
+
+DTYPES = [np.float32, np.float64]
+# tiny, below one chunk, exactly one chunk, not divisible by the chunk size
+SIZES = [1, 7, CHUNK, PARALLEL_MIN + 37]  # the last one runs the parallel kernels
+
+
+def rel_error(actual, expected):
+    """Elementwise max of |a - e| / max(|a| + |e|, 1e-8) (CS231n)."""
+    a = np.asarray(actual, dtype=np.float64)
+    e = np.asarray(expected, dtype=np.float64)
+    return float(np.max(np.abs(a - e) / np.maximum(np.abs(a) + np.abs(e), 1e-8)))
+
+
+def assert_rel(actual, expected, tol, what):
+    err = rel_error(actual, expected)
+    assert err <= tol, (f"{what}: relative error {err:.3e} > {tol:.0e}\n"
+                        f"expected {np.asarray(expected).ravel()[:8]}\nactual   {np.asarray(actual).ravel()[:8]}")
+
+
+def central_diff(f, x, idx, h, order=2):
+    """Central difference of f along each index in idx (x is copied):
+    order 2: (f(x+h) - f(x-h)) / 2h; order 4: (-f(x+2h) + 8f(x+h) - 8f(x-h) + f(x-2h)) / 12h
+    (the 4th-order stencil allows a larger h, i.e. less round-off, for entries that are small
+    compared with the value)."""
+    stencil = {2: ((1, 0.5), (-1, -0.5)), 4: ((2, -1 / 12), (1, 8 / 12), (-1, -8 / 12), (-2, 1 / 12))}[order]
+    out = np.empty(len(idx))
+    for j, i in enumerate(idx):
+        acc = 0.0
+        for step, coef in stencil:
+            xs = x.copy()
+            xs.flat[i] += step * h
+            acc += coef * f(xs)
+        out[j] = acc / h
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# KL_VD
+
+
+def kl_inputs(rng, targets):
+    """theta with |theta| in [0.01, 1] and s chosen so that s - log(theta^2 + 1e-8) = target."""
+    n = len(targets)
+    theta = rng.uniform(0.01, 1.0, n) * rng.choice([-1.0, 1.0], n)
+    s = np.log(theta ** 2 + 1e-8) + np.asarray(targets, dtype=np.float64)
+    return theta, s
+
+
+@pytest.mark.parametrize("region", ["inside", "below", "above"])
+def test_kl_vd_central_difference(region):
+    rng = np.random.default_rng(0)
+    targets = {"inside": rng.uniform(-9.5, 9.5, 24),
+               "below": rng.uniform(-20.0, -10.5, 8),
+               "above": rng.uniform(10.5, 20.0, 8)}[region]
+    theta, s = kl_inputs(rng, targets)
+    value, dtheta, ds = kl_vd(theta, s)
+    idx = range(theta.size)
+    h = 1e-5
+    # KL_VD is a sum over weights: difference one weight at a time (less round-off in the value)
+    num_t = np.array([central_diff(lambda x: kl_vd(x, s[i:i + 1])[0], theta[i:i + 1], [0], h * abs(theta[i]))[0]
+                      for i in idx])
+    num_s = np.array([central_diff(lambda x: kl_vd(theta[i:i + 1], x)[0], s[i:i + 1], [0], h)[0]
+                      for i in idx])
+    if region == "inside":
+        assert_rel(dtheta, num_t, 1e-6, "dtheta")
+        assert_rel(ds, num_s, 1e-6, "dlog_sigma2")
+    else:
+        assert np.all(dtheta == 0) and np.all(ds == 0), f"clipped gradients must be 0, got {dtheta}, {ds}"
+        assert np.all(num_t == 0) and np.all(num_s == 0), "numerical gradients outside the clip not 0"
+    # value formula, element by element
+    la = np.clip(s - np.log(theta ** 2 + 1e-8), -10, 10)
+    k1, k2, k3 = 0.63576, 1.87320, 1.48695
+    expect = np.sum(k1 - k1 / (1 + np.exp(-(k2 + k3 * la))) + 0.5 * np.log1p(np.exp(-la)))
+    assert abs(value - expect) <= 1e-13 * theta.size, f"value {value} != {expect}"
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("size", SIZES)
+def test_kl_vd_numba_matches_numpy(size, dtype):
+    rng = np.random.default_rng(size)
+    theta, s = kl_inputs(rng, rng.uniform(-14, 14, size))
+    theta[::5] = 0.0  # theta = 0 is fine (eps 1e-8 inside the log)
+    theta, s = theta.astype(dtype), s.astype(dtype)
+    v, dt, ds = kl_vd(theta, s)
+    vr, dtr, dsr = kl_vd_numpy(theta, s)
+    assert isinstance(v, float)
+    assert dt.dtype == dtype and ds.dtype == dtype and dt.shape == theta.shape
+    assert abs(v - vr) <= 1e-12 * max(abs(vr), 1.0), f"value {v} != {vr}"
+    tol = 1e-6 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(dt, dtr, rtol=tol, atol=tol * np.abs(dtr).max())
+    np.testing.assert_allclose(ds, dsr, rtol=tol, atol=tol * np.abs(dsr).max())
+
+
+def test_kl_vd_shapes_and_chunking():
+    rng = np.random.default_rng(3)
+    theta, s = kl_inputs(rng, rng.uniform(-12, 12, 4 * 5 * 3 * 3))
+    theta, s = theta.reshape(4, 5, 3, 3), s.reshape(4, 5, 3, 3)
+    v, dt, ds = kl_vd(theta, s)
+    assert dt.shape == theta.shape and ds.shape == theta.shape
+    # per-chunk partials do not depend on the chunk size (up to round-off)
+    for chunk, kernel in [(c, k) for c in (1, 7, 1000) for k in (kl_vd_kernel, kl_vd_kernel_serial)]:
+        dt2 = np.empty(theta.size)
+        ds2 = np.empty(theta.size)
+        p = kernel(theta.ravel(), s.ravel(), dt2, ds2, chunk)
+        assert p.shape == (-(-theta.size // chunk),)
+        assert abs(p.sum() - v) <= 1e-12 * abs(v)
+        np.testing.assert_array_equal(dt2, dt.ravel())
+    # non-contiguous input
+    v2, dt2, _ = kl_vd(theta.T, s.T)
+    assert abs(v2 - v) <= 1e-12 * abs(v) and dt2.shape == theta.T.shape
+    np.testing.assert_array_equal(dt2, dt.T)
+
+
+def test_log_alpha_and_dropout_rate():
+    rng = np.random.default_rng(4)
+    theta = rng.standard_normal(50) * 0.1
+    s = rng.uniform(-15, 2, 50)
+    for dtype in DTYPES:
+        t, ls = theta.astype(dtype), s.astype(dtype)
+        la = log_alpha(t, ls)
+        assert la.dtype == dtype
+        t, ls = t.astype(np.float64), ls.astype(np.float64)
+        expect = np.clip(ls - np.log(t ** 2 + 1e-8), -10, 10)
+        np.testing.assert_allclose(la, expect, rtol=1e-6 if dtype == np.float32 else 1e-14)
+        rate = dropout_rate(theta.astype(dtype), s.astype(dtype))
+        assert rate.dtype == dtype
+        np.testing.assert_allclose(rate, np.exp(ls) / (t ** 2 + np.exp(ls)),
+                                   rtol=1e-6 if dtype == np.float32 else 1e-13)
+    # alpha = 19 <=> rate = 0.95; theta = 0 -> 1; underflowing theta^2 and sigma^2 -> no nan
+    r = dropout_rate(np.array([1.0, 0.0, 1e-200, 1e3]), np.array([np.log(19.0), -10.0, -900.0, 1000.0]))
+    x = -900.0 + 400.0 * np.log(10.0)  # s - log theta^2 for theta = 1e-200
+    np.testing.assert_allclose(r, [0.95, 1.0, 1.0 / (1.0 + np.exp(-x)), 1.0], rtol=1e-12)
+    assert np.all(np.isfinite(r))
+
+
+def test_kl_vd_bad_input():
+    x = np.zeros(3)
+    with pytest.raises(ValueError, match="same shape"):
+        kl_vd(x, np.zeros(4))
+    with pytest.raises(ValueError, match="float32 or float64"):
+        kl_vd(np.zeros(3, dtype=np.int64), np.zeros(3, dtype=np.int64))
+    with pytest.raises(ValueError, match="same dtype"):
+        kl_vd(x, x.astype(np.float32))
+    with pytest.raises(ValueError, match="numpy array"):
+        log_alpha([0.0], x)
+
+
+# ----------------------------------------------------------------------------------------------
+# mixture prior
+
+
+def mixture_setup(rng, n, dtype=np.float64, std=0.05):
+    """Mixture parameters from Table 3, jittered, and weights near several components (uneven counts)
+    plus a few halfway between neighbouring means."""
+    mu, ll, lp = mixture_init(std * rng.standard_normal(1000), dtype=np.float64)
+    K = mu.shape[0]
+    mu = mu + np.r_[0.0, 0.1 * (mu[2] - mu[1]) * rng.standard_normal(K - 1)]
+    ll = ll + 0.3 * rng.standard_normal(K)
+    lp = lp + 0.5 * rng.standard_normal(K)
+    p = np.arange(1, K + 1, dtype=np.float64)
+    comp = rng.choice(K, size=n, p=p / p.sum())
+    w = mu[comp] + 0.7 * np.exp(-0.5 * ll[comp]) * rng.standard_normal(n)
+    order = np.argsort(mu)
+    mids = 0.5 * (mu[order][:-1] + mu[order][1:])
+    w[: min(n, 4)] = mids[[0, 5, 8, 12][: min(n, 4)]]
+    return w.astype(dtype), mu.astype(dtype), ll.astype(dtype), lp.astype(dtype)
+
+
+def split_layers(w, shapes):
+    out, off = [], 0
+    for shp in shapes:
+        n = int(np.prod(shp))
+        out.append(w[off:off + n].reshape(shp))
+        off += n
+    return out
+
+
+def test_mixture_prior_central_difference_theta():
+    rng = np.random.default_rng(10)
+    w, mu, ll, lp = mixture_setup(rng, 60)
+    thetas = split_layers(w, [(4, 5), (2, 2, 2, 5)])
+    value, dthetas, dmu, dll, dlp = mixture_prior(thetas, mu, ll, lp)
+    h = 1e-7
+    # log GM is a sum over weights and the Gamma term does not involve theta: difference one weight at
+    # a time, without the Gamma term (less round-off in the value)
+    num = np.array([
+        central_diff(lambda x: mixture_prior([x], mu, ll, lp, gamma_alpha=1.0, gamma_beta=0.0)[0],
+                     w[i:i + 1], [0], h)[0]
+        for i in range(w.size)])
+    ana = np.concatenate([d.ravel() for d in dthetas])
+    assert_rel(ana, num, 1e-6, "dtheta")
+
+
+@pytest.mark.parametrize("gamma", [(GAMMA_ALPHA, GAMMA_BETA), (1.0, 0.0), (3.0, 1e-3)])
+def test_mixture_prior_central_difference_params(gamma):
+    rng = np.random.default_rng(11)
+    w, mu, ll, lp = mixture_setup(rng, 300)
+    thetas = split_layers(w, [(100, 2), (10, 10)])
+    ga, gb = gamma
+
+    def f(m, l, p, ga=ga, gb=gb):
+        return mixture_prior(thetas, m, l, p, gamma_alpha=ga, gamma_beta=gb)[0]
+
+    value, _, dmu, dll, dlp = mixture_prior(thetas, mu, ll, lp, gamma_alpha=ga, gamma_beta=gb)
+    K = mu.shape[0]
+    learn = list(range(1, K))
+    # The Gamma term (~1e7 with the spec's alpha) depends on log_lambda only; mu and rho are
+    # differenced without it (same gradient, far less round-off in the value).
+    num_mu = central_diff(lambda x: f(x, ll, lp, 1.0, 0.0), mu, learn, 1e-6, order=4)
+    num_ll = central_diff(lambda x: f(mu, x, lp), ll, range(K), 1e-4, order=4)
+    num_lp = central_diff(lambda x: f(mu, ll, x, 1.0, 0.0), lp, learn, 1e-3, order=4)
+    assert_rel(dmu[1:], num_mu, 1e-6, "dmu[1:]")
+    assert_rel(dll, num_ll, 1e-6, "dlog_lambda")
+    assert_rel(dlp[1:], num_lp, 1e-6, "dlog_pi[1:]")
+    # fixed entries: exactly zero gradient; rho[0] does not enter the value
+    assert dmu[0] == 0.0 and dlp[0] == 0.0, f"fixed entries got gradients {dmu[0]}, {dlp[0]}"
+    lp2 = lp.copy()
+    lp2[0] += 3.0
+    assert f(mu, ll, lp2) == value, "log_pi[0] must not change the value"
+
+
+def test_mixture_prior_value_formula():
+    rng = np.random.default_rng(12)
+    w, mu, ll, lp = mixture_setup(rng, 40)
+    value = mixture_prior([w], mu, ll, lp)[0]
+    K = mu.shape[0]
+    soft = np.exp(lp[1:]) / np.exp(lp[1:]).sum()
+    pis = np.r_[PI0, (1 - PI0) * soft]
+    lam = np.exp(ll)
+    dens = np.sum(pis * np.sqrt(lam / (2 * np.pi)) * np.exp(-0.5 * lam * (w[:, None] - mu) ** 2), axis=1)
+    expect = np.sum(np.log(dens)) + np.sum((GAMMA_ALPHA - 1) * ll - GAMMA_BETA * lam)
+    assert K == N_COMPONENTS
+    assert abs(value - expect) <= 1e-12 * abs(expect), f"value {value} != {expect}"
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("size", SIZES)
+def test_mixture_prior_numba_matches_numpy(size, dtype):
+    rng = np.random.default_rng(100 + size)
+    w, mu, ll, lp = mixture_setup(rng, size + 13, dtype)
+    thetas = split_layers(w, [(size,), (13,)])
+    out = mixture_prior(thetas, mu, ll, lp)
+    ref = mixture_prior_numpy(thetas, mu, ll, lp)
+    assert isinstance(out[0], float)
+    assert abs(out[0] - ref[0]) <= 1e-12 * abs(ref[0]), f"value {out[0]} != {ref[0]}"
+    tol = 1e-6 if dtype == np.float32 else 1e-10
+    for a, r, th in zip(out[1], ref[1], thetas):
+        assert a.dtype == dtype and a.shape == th.shape
+        np.testing.assert_allclose(a, r, rtol=tol, atol=tol * np.abs(r).max())
+    for name, a, r in zip(["dmu", "dlog_lambda", "dlog_pi"], out[2:], ref[2:]):
+        assert a.dtype == dtype and a.shape == (N_COMPONENTS,), f"{name} dtype/shape"
+        np.testing.assert_allclose(a, r, rtol=tol, atol=tol * np.abs(r).max(), err_msg=name)
+    assert out[2][0] == 0 and out[4][0] == 0
+
+
+def test_mixture_prior_chunking_and_layers():
+    rng = np.random.default_rng(13)
+    w, mu, ll, lp = mixture_setup(rng, 1000)
+    K = mu.shape[0]
+    ref = mixture_prior([w], mu, ll, lp)
+    # several layers (incl. an empty one and a non-contiguous one) give the same value and gradients
+    parts = split_layers(w, [(10, 30), (0,), (700,)])
+    parts[0] = np.asfortranarray(parts[0])
+    out = mixture_prior(parts, mu, ll, lp)
+    assert abs(out[0] - ref[0]) <= 1e-12 * abs(ref[0])
+    np.testing.assert_allclose(np.concatenate([d.ravel() for d in out[1]]), ref[1][0], rtol=1e-14, atol=0)
+    for a, r in zip(out[2:], ref[2:]):
+        np.testing.assert_allclose(a, r, rtol=1e-10, atol=1e-10 * np.abs(r).max())
+    # the kernel's chunk size only changes the summation order
+    from refvbc.priors import _mixture_constants
+    mu64, lam, half, const, _ = _mixture_constants(mu, ll, lp, PI0)
+    base = None
+    for chunk, kernel in [(c, k) for c in (1, 3, 1000, 5000)
+                          for k in (mixture_pass_kernel, mixture_pass_kernel_serial)]:
+        dt = np.empty_like(w)
+        lse, r, rd, rd2 = kernel(w, mu64, lam, half, const, dt, chunk)
+        assert lse.shape == (-(-w.size // chunk),) and r.shape == (lse.shape[0], K)
+        cur = (lse.sum(), r.sum(0), rd.sum(0), rd2.sum(0), dt)
+        if base is None:
+            base = cur
+        else:
+            np.testing.assert_array_equal(cur[4], base[4])
+            for a, b in zip(cur[:4], base[:4]):
+                np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12 * np.abs(b).max())
+    # no weights: only the Gamma term
+    v, dts, dmu, dll, dlp = mixture_prior([], mu, ll, lp)
+    assert dts == [] and np.all(dmu == 0) and np.all(dlp == 0)
+    assert v == pytest.approx(np.sum((GAMMA_ALPHA - 1) * ll - GAMMA_BETA * np.exp(ll)), rel=1e-14)
+
+
+def test_mixture_prior_bad_input():
+    rng = np.random.default_rng(14)
+    w, mu, ll, lp = mixture_setup(rng, 10)
+    with pytest.raises(ValueError, match="list of weight arrays"):
+        mixture_prior(w, mu, ll, lp)
+    with pytest.raises(ValueError, match="shape"):
+        mixture_prior([w], mu, ll[:-1], lp)
+    with pytest.raises(ValueError, match="float32 or float64"):
+        mixture_prior([w.astype(np.int32)], mu, ll, lp)
+    with pytest.raises(ValueError, match="finite"):
+        mixture_prior([w], mu, np.r_[ll[:-1], np.nan], lp)
+    with pytest.raises(ValueError, match="pi0"):
+        mixture_prior([w], mu, ll, lp, pi0=1.0)
+
+
+# ----------------------------------------------------------------------------------------------
+# argmax and initialisation
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("size", SIZES)
+def test_responsibility_argmax(size, dtype):
+    rng = np.random.default_rng(200 + size)
+    w, mu, ll, lp = mixture_setup(rng, size, dtype)
+    idx = mixture_responsibility_argmax(w, mu, ll, lp)
+    ref = mixture_responsibility_argmax_numpy(w, mu, ll, lp)
+    assert idx.shape == w.shape and idx.dtype == np.intp
+    np.testing.assert_array_equal(idx, ref)
+    # same as the argmax of the NumPy reference's responsibilities (mixture_prior's own terms)
+    mu64, ll64 = mu.astype(np.float64), ll.astype(np.float64)
+    soft = np.exp(lp[1:].astype(np.float64))
+    logpi = np.log(np.r_[PI0, (1 - PI0) * soft / soft.sum()])
+    lam = np.exp(ll64)
+    logits = logpi + 0.5 * ll64 - 0.5 * lam * (w.astype(np.float64)[:, None] - mu64) ** 2
+    agree = np.mean(np.argmax(logits, axis=1) == idx)
+    assert agree == 1.0, f"argmax disagrees with the responsibilities on {1 - agree:.2%} of weights"
+    w2 = w.reshape(1, -1)
+    assert mixture_responsibility_argmax(w2, mu, ll, lp).shape == (1, size)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_mixture_init_table3(dtype):
+    rng = np.random.default_rng(20)
+    layers = [rng.standard_normal((30, 20)) * 0.1, rng.standard_normal(77) * 0.02]
+    mu, ll, lp = mixture_init([x.astype(dtype) for x in layers], dtype=dtype)
+    allw = np.concatenate([x.ravel() for x in layers])
+    dmu = 2 * np.std(allw) / 17
+    expect_mu = np.r_[0.0, np.arange(-8, 0) * dmu, np.arange(1, 9) * dmu]
+    tol = 1e-6 if dtype == np.float32 else 1e-12
+    for a in (mu, ll, lp):
+        assert a.dtype == dtype and a.shape == (17,)
+    np.testing.assert_allclose(mu, expect_mu, rtol=tol)
+    np.testing.assert_allclose(ll, np.full(17, -2 * np.log(0.9 * dmu)), rtol=tol)
+    np.testing.assert_allclose(lp, np.r_[np.log(PI0), np.full(16, np.log((1 - PI0) / 17))], rtol=tol)
+    assert mu[0] == 0.0
+    # single array input; K and pi0 arguments
+    mu5, ll5, lp5 = mixture_init(allw, K=5, pi0=0.9, dtype=np.float64)
+    d5 = 2 * np.std(allw) / 5
+    np.testing.assert_allclose(mu5, [0, -2 * d5, -d5, d5, 2 * d5], rtol=1e-12)
+    np.testing.assert_allclose(lp5, np.r_[np.log(0.9), np.full(4, np.log(0.1 / 5))], rtol=1e-12)
+    with pytest.raises(ValueError, match="odd"):
+        mixture_init(allw, K=4)
+    with pytest.raises(ValueError, match="std"):
+        mixture_init(np.zeros(10))
