@@ -1,0 +1,94 @@
+"""Command line of the compressor.
+
+    python -m refvbc.compress encode PARAMS.npz OUT.rvbc [--arch A] --method M [--offset-bits-dense 5]
+                              [--offset-bits-conv 8] [--huffman-offsets] [--layout auto|csr|dense]
+    python -m refvbc.compress decode IN.rvbc OUT.npz    full-shape float32 params (param/<name>, config/arch)
+    python -m refvbc.compress eval IN.rvbc [--data DIR] test accuracy on the bundled MNIST
+    python -m refvbc.compress info IN.rvbc              the accounting (per layer, totals, both ratios)
+
+PARAMS.npz holds `param/<name>` arrays and `config/arch` (the cross-check layout of the spec); --arch
+overrides / replaces config/arch. Exit status 2 with a one-line message on bad input.
+"""
+
+import argparse
+import os
+import sys
+
+import numpy as np
+
+from refvbc.compress import (FormatError, accuracy, compress_model, format_report, read_rvbc, report,
+                             write_rvbc)
+
+
+def load_params_npz(path, arch=None):
+    """Read PARAMS.npz -> (arch, params dict). Raises ValueError on a missing/odd file."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            params = {k[len("param/"):]: np.array(z[k]) for k in z.files if k.startswith("param/")}
+            file_arch = str(z["config/arch"]) if "config/arch" in z.files else None
+    except (OSError, EOFError) as e:
+        raise ValueError(f"{path}: cannot read as .npz ({e})") from None
+    arch = arch or file_arch
+    if arch is None:
+        raise ValueError(f"{path} has no config/arch; pass --arch")
+    if not params:
+        raise ValueError(f"{path} holds no param/<name> arrays")
+    return arch, params
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m refvbc.compress", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    e = sub.add_parser("encode", help="compress PARAMS.npz into OUT.rvbc")
+    e.add_argument("params")
+    e.add_argument("out")
+    e.add_argument("--arch", default=None)
+    e.add_argument("--method", required=True, choices=["l2", "vd", "sws", "vdsws"])
+    e.add_argument("--offset-bits-dense", type=int, default=5)
+    e.add_argument("--offset-bits-conv", type=int, default=8)
+    e.add_argument("--huffman-offsets", action="store_true")
+    e.add_argument("--layout", default="auto", choices=["auto", "csr", "dense"])
+    d = sub.add_parser("decode", help="write the decoded full-shape parameters to OUT.npz")
+    d.add_argument("rvbc")
+    d.add_argument("out")
+    v = sub.add_parser("eval", help="test accuracy of IN.rvbc on MNIST")
+    v.add_argument("rvbc")
+    v.add_argument("--data", default=None, help="MNIST folder (default: the bundled data/mnist)")
+    i = sub.add_parser("info", help="print the accounting of IN.rvbc")
+    i.add_argument("rvbc")
+    a = p.parse_args(argv)
+    try:
+        if a.cmd == "encode":
+            arch, params = load_params_npz(a.params, a.arch)
+            cm = compress_model(arch, params, a.method,
+                                offset_bits={"dense": a.offset_bits_dense, "conv": a.offset_bits_conv},
+                                huffman_offsets=a.huffman_offsets, layout=a.layout)
+            n = write_rvbc(a.out, cm)
+            t = report(cm)["total"]
+            print(f"wrote {a.out}: {n} bytes, cr_file {t['cr_file']:.1f}, cr_paper {t['cr_paper']:.1f}")
+        elif a.cmd == "decode":
+            cm = read_rvbc(a.rvbc)
+            out = {f"param/{k}": v for k, v in cm.to_params().items()}
+            out["config/arch"] = np.array(cm.arch)
+            out["config/method"] = np.array(cm.method)
+            tmp = a.out + ".tmp.npz"
+            np.savez(tmp, **out)
+            os.replace(tmp, a.out)
+            print(f"wrote {a.out}")
+        elif a.cmd == "eval":
+            from refvbc.data import load_mnist
+
+            cm = read_rvbc(a.rvbc)
+            x, y = load_mnist("test", a.data)
+            acc = accuracy(cm, x, y)
+            print(f"{a.rvbc}: test accuracy {100 * acc:.2f}% ({cm.arch}, {cm.method})")
+        elif a.cmd == "info":
+            print(format_report(report(read_rvbc(a.rvbc))))
+    except (FormatError, ValueError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
