@@ -167,8 +167,10 @@ def test_exercises_branches(arch_name, tau2):
             win = h.reshape(b, c, hh // 2, 2, ww // 2, 2).transpose(0, 1, 2, 4, 3, 5).reshape(-1, 4)
             win = np.sort(win, axis=1)
             live = win[:, 3] > 0
-            gap = float(np.min(win[live, 3] - win[live, 2]) / np.max(win[:, 3]))
-            assert gap > 1e-9, f"{name}: max-pool near-tie, relative gap {gap:.3e}"
+            # relative to each window's max; blank-image regions give tiny (1e-4 * eps) but real gaps,
+            # far above float64 round-off (1e-16), so 1e-12 still keeps the argmax unambiguous
+            gap = float(np.min((win[live, 3] - win[live, 2]) / win[live, 3]))
+            assert gap > 1e-12, f"{name}: max-pool near-tie, relative gap {gap:.3e}"
 
     theta = np.concatenate([np.asarray(arrays[f"param/{layer.name}.theta"]).ravel()
                             for layer in A.get_arch(arch_name)])
@@ -180,6 +182,32 @@ def test_exercises_branches(arch_name, tau2):
     comp = log_w + 0.5 * np.log(lam) - 0.5 * lam * (theta[:, None] - mu[None, :]) ** 2
     used = np.unique(np.argmax(comp, axis=1))
     assert used.size >= 3, f"weights are nearest (by responsibility) to only components {used.tolist()}"
+
+
+TERM_RESOLVE = 1e-5  # a term this size of a tensor's gradient shows a 1% error of it at REL_TOL
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "refvbc.crosscheck.build picks log sigma2 = log alpha + log theta^2 with log alpha up to 14 and "
+    "theta at init scale, so variances are huge (logits ~1e5-1e8) and the CE gradient swamps the "
+    "KL_VD / mixture gradients (1e-12..1e-7 of each tensor's max): the 1e-7 comparison cannot see them"))
+@pytest.mark.parametrize("arch_name,tau2", CASES, ids=CASE_IDS)
+def test_terms_resolvable(arch_name, tau2):
+    """Every loss term that depends on a parameter tensor must be large enough in that tensor's total
+    gradient for the per-tensor comparison at REL_TOL to detect an error in it."""
+    arrays, (_, _, grads, _) = exported(arch_name, tau2)
+    term_grads = torch_spec.spec_term_grads(arrays)
+    weak = []
+    for name, total in grads.items():
+        suffix = name.rsplit(".", 1)[1]
+        expected = {"theta": ["ce", "kl"] + (["prior"] if tau2 else []), "log_sigma2": ["ce", "kl"],
+                    "bias": ["ce"]}.get(suffix, ["prior"] if tau2 else [])
+        scale = float(np.max(np.abs(total)))
+        for term in expected:
+            ratio = float(np.max(np.abs(term_grads[term][name]))) / max(scale, 1e-300)
+            if ratio < TERM_RESOLVE:
+                weak.append(f"{name}: {term} is {ratio:.2e} of max|grad| {scale:.2e}")
+    assert not weak, f"terms below {TERM_RESOLVE} of their tensor's gradient:\n" + "\n".join(weak)
 
 
 def test_write_roundtrip(tmp_path):
@@ -213,7 +241,12 @@ def test_cli_matches_build(tmp_path):
         loaded = {k: f[k] for k in f.files}
     assert set(loaded) == set(arrays), f"CLI keys differ: {sorted(set(loaded) ^ set(arrays))}"
     for k in arrays:
-        assert np.array_equal(loaded[k], np.asarray(arrays[k])), f"{k}: CLI output differs from build()"
+        a, b = loaded[k], np.asarray(arrays[k])
+        if k.startswith(("out/", "grad/")):  # allow reduction-order round-off between processes
+            e = rel_err(a, b)
+            assert e <= 1e-12, f"{k}: CLI output differs from build() by rel err {e:.3e}"
+        else:
+            assert np.array_equal(a, b), f"{k}: CLI output differs from build()"
     loss, _, _ = torch_spec.spec_loss(loaded)
     assert rel_err(loaded["out/loss"], loss) <= REL_TOL
 

@@ -16,6 +16,8 @@ Shape legend
 Public API
     spec_loss(arrays) -> (loss: float, logits: np.ndarray (B, 10), grads: dict name -> np.ndarray)
     spec_forward(arch, params, x, y, noise, config) -> (loss tensor, logits tensor, aux dict)
+    spec_terms(arch, params, x, y, noise, config) -> (logits, {"ce", "kl", "prior"} -> tensor, aux)
+    spec_term_grads(arrays) -> {"ce", "kl", "prior"} -> {param name -> np.ndarray}
     log_alpha_unclipped(theta, log_sigma2), kl_vd(log_alpha), log_mixture(theta, mu, log_lambda,
     log_pi, pi0), log_gamma(log_lambda, alpha, beta)
 """
@@ -116,13 +118,23 @@ def log_gamma(log_lambda, alpha, beta):
 
 
 def spec_forward(arch, params, x, y, noise, config):
-    """The spec's minibatch loss.
+    """The spec's minibatch loss: mean CE + [tau1 KL_VD - tau2 (sum log GM + sum log Gamma)] / N.
 
     Inputs:  arch "lenet300" | "lenet5"; params dict name -> tensor (``<layer>.theta|log_sigma2|bias``,
              ``gmm.mu|log_lambda|log_pi``); x (B, 784) or (B, 1, 28, 28); y (B,) int64;
              noise dict layer -> pre-activation-shaped tensor; config dict of floats (CONFIG_KEYS).
     Returns: loss (scalar tensor), logits (B, 10), aux dict with ``preact/<layer>`` (pre-activations),
              ``pooled/<layer>`` (post-ReLU pool inputs) and ``log_alpha_raw/<layer>`` (detached).
+    """
+    logits, terms, aux = spec_terms(arch, params, x, y, noise, config)
+    return sum(terms.values()), logits, aux
+
+
+def spec_terms(arch, params, x, y, noise, config):
+    """The three terms of the spec's loss, each as a graph-connected scalar tensor.
+
+    Returns: logits (B, 10); terms dict: "ce" (mean cross-entropy), "kl" (tau1 KL_VD / N),
+             "prior" (-tau2 (sum log GM + sum log Gamma) / N); aux as in spec_forward.
     """
     if arch not in NETWORKS:
         raise ValueError(f"unknown architecture {arch!r}; expected one of {sorted(NETWORKS)}")
@@ -153,9 +165,10 @@ def spec_forward(arch, params, x, y, noise, config):
     gm = log_mixture(torch.cat(thetas), params["gmm.mu"], params["gmm.log_lambda"],
                      params["gmm.log_pi"], config["pi0"])
     lg = log_gamma(params["gmm.log_lambda"], config["gamma_alpha"], config["gamma_beta"])
-    reg = config["tau1"] * kl - config["tau2"] * (gm + lg)  # tau2 = 0 gives exactly-zero gmm grads
-    loss = ce + reg / config["n_data"]
-    return loss, logits, aux
+    n = config["n_data"]
+    terms = {"ce": ce, "kl": config["tau1"] * kl / n,
+             "prior": -config["tau2"] * (gm + lg) / n}  # tau2 = 0 gives exactly-zero gmm grads
+    return logits, terms, aux
 
 
 def unpack(arrays):
@@ -194,6 +207,22 @@ def unpack(arrays):
         mu0 = float(params["gmm.mu"][0].detach())
         raise ValueError(f"param/gmm.mu[0] must be 0 (spec: mu_0 fixed), got {mu0}")
     return arch, params, torch.tensor(x), torch.tensor(y, dtype=torch.int64), noise, config
+
+
+def spec_term_grads(arrays):
+    """Gradient of each loss term separately (to see which terms a cross-check file can resolve).
+
+    Returns: dict term ("ce", "kl", "prior") -> dict param name -> np.ndarray.
+    """
+    arch, params, x, y, noise, config = unpack(arrays)
+    _, terms, _ = spec_terms(arch, params, x, y, noise, config)
+    names = sorted(params)
+    out = {}
+    for term, value in terms.items():
+        gs = torch.autograd.grad(value, [params[n] for n in names], allow_unused=True, retain_graph=True)
+        out[term] = {n: np.zeros(tuple(params[n].shape)) if g is None else g.numpy().copy()
+                     for n, g in zip(names, gs)}
+    return out
 
 
 def spec_loss(arrays, return_aux=False):
