@@ -8,6 +8,7 @@ from refvbc.arch import GAMMA_ALPHA, GAMMA_BETA, N_COMPONENTS, PI0
 from refvbc.kernels.mixture import (
     CHUNK,
     PARALLEL_MIN,
+    exp_kernel,
     kl_vd_kernel,
     kl_vd_kernel_serial,
     mixture_pass_kernel,
@@ -378,3 +379,18 @@ def test_mixture_init_table3(dtype):
         mixture_init(allw, K=4)
     with pytest.raises(ValueError, match="std"):
         mixture_init(np.zeros(10))
+
+
+def test_vectorizable_exp_matches_numpy():
+    rng = np.random.default_rng(30)
+    x = np.concatenate([-rng.uniform(0, 708, 20000), rng.uniform(-20, 20, 20000), rng.uniform(-1, 1, 1000),
+                        [0.0, -0.0, -1e-300, 709.0, -708.0, -700.5]])
+    out = np.empty_like(x)
+    exp_kernel(x, out)
+    err = np.max(np.abs(out - np.exp(x)) / np.exp(x))
+    assert err <= 4.5e-16, f"exp relative error {err:.3e}"
+    assert exp_kernel is not None
+    tiny = np.array([-708.5, -745.0, -1e4, -np.inf])
+    out = np.empty_like(tiny)
+    exp_kernel(tiny, out)
+    np.testing.assert_array_equal(out, 0.0)
