@@ -111,6 +111,15 @@ def _mixture_constants(mu, log_lambda, log_pi, pi0):
     return mu64, lam, 0.5 * lam, const, np.exp(log_soft)
 
 
+def _raise_non_finite(named_arrays):
+    """Raise a ValueError naming the first array that holds a non-finite entry (called only when a
+    computed value came out non-finite, so finite inputs pay nothing for the check)."""
+    for name, x in named_arrays:
+        if not np.all(np.isfinite(x)):
+            raise ValueError(f"{name} contains non-finite values (nan or inf)")
+    raise ValueError("the value came out non-finite for finite inputs")
+
+
 def _flat(x):
     """Contiguous 1-D view of x (a copy only if x is not C-contiguous)."""
     return np.ascontiguousarray(x).reshape(-1)
@@ -152,7 +161,10 @@ def kl_vd(theta, log_sigma2):
     ds = np.empty_like(s)
     kernel = kl_vd_kernel if t.shape[0] >= PARALLEL_MIN else kl_vd_kernel_serial
     partial = kernel(t, s, dt, ds, CHUNK)
-    return float(partial.sum()), dt.reshape(theta.shape), ds.reshape(theta.shape)
+    value = float(partial.sum())
+    if not np.isfinite(value):
+        _raise_non_finite([("theta", theta), ("log_sigma2", log_sigma2)])
+    return value, dt.reshape(theta.shape), ds.reshape(theta.shape)
 
 
 def kl_vd_numpy(theta, log_sigma2):
@@ -260,6 +272,8 @@ def mixture_prior(thetas, mu, log_lambda, log_pi, pi0=PI0, gamma_alpha=GAMMA_ALP
     dmu, dlog_lambda, dlog_pi = _mixture_param_grads(
         resp, resp_d, resp_d2, lam, soft, log_lambda, gamma_alpha, gamma_beta)
     value = float(total) + _gamma_value(log_lambda, lam, gamma_alpha, gamma_beta)
+    if not np.isfinite(value):
+        _raise_non_finite([(f"thetas[{j}]", th) for j, th in enumerate(thetas)])
     return (value, dthetas, dmu.astype(mu.dtype), dlog_lambda.astype(log_lambda.dtype),
             dlog_pi.astype(log_pi.dtype))
 

@@ -170,6 +170,8 @@ def test_kl_vd_bad_input():
         kl_vd(x, x.astype(np.float32))
     with pytest.raises(ValueError, match="numpy array"):
         log_alpha([0.0], x)
+    with pytest.raises(ValueError, match="log_sigma2 contains non-finite"):
+        kl_vd(x, np.array([0.0, np.nan, 0.0]))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -328,6 +330,11 @@ def test_mixture_prior_bad_input():
         mixture_prior([w], mu, np.r_[ll[:-1], np.nan], lp)
     with pytest.raises(ValueError, match="pi0"):
         mixture_prior([w], mu, ll, lp, pi0=1.0)
+    for bad in (np.nan, np.inf):
+        w2 = w.copy()
+        w2[3] = bad
+        with pytest.raises(ValueError, match=r"thetas\[1\] contains non-finite"):
+            mixture_prior([w, w2], mu, ll, lp)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -18,6 +18,8 @@ Conventions
 - Parallel kernels split the weights into fixed chunks; each chunk owns its own accumulator row, and
   the caller reduces the rows in a fixed order, so results do not depend on the thread count (no races,
   deterministic sums).
+- error_model="numpy": a division by zero gives inf/nan (no Python exception, no check in the loops);
+  non-finite inputs give a non-finite value, which the callers turn into a ValueError.
 - No fastmath: tests compare these kernels against NumPy to round-off (argmax exactly).
 """
 
@@ -88,14 +90,14 @@ def _exp(x):
     return y if x >= _EXP_MIN else 0.0
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def exp_kernel(x, out):
     """out[i] = exp(x[i]) for x[i] <= 709 with ``_exp`` (exposed so the tests can check it)."""
     for i in range(x.shape[0]):
         out[i] = _exp(x[i])
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _kl_vd_chunk(theta, log_sigma2, dtheta, dlog_sigma2, start, stop):
     """KL_VD of weights [start, stop): writes their gradients, returns their float64 sum.
 
@@ -133,7 +135,7 @@ def _kl_vd_chunk(theta, log_sigma2, dtheta, dlog_sigma2, start, stop):
     return acc
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, error_model="numpy")
 def kl_vd_kernel(theta, log_sigma2, dtheta, dlog_sigma2, chunk):
     """Fused KL_VD value and gradients (spec "Terms": log alpha and KL_VD), chunks in parallel.
 
@@ -153,7 +155,7 @@ def kl_vd_kernel(theta, log_sigma2, dtheta, dlog_sigma2, chunk):
     return partial
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def kl_vd_kernel_serial(theta, log_sigma2, dtheta, dlog_sigma2, chunk):
     """``kl_vd_kernel`` on one thread (same chunks, same results): no thread-pool launch for small D."""
     n = theta.shape[0]
@@ -165,7 +167,7 @@ def kl_vd_kernel_serial(theta, log_sigma2, dtheta, dlog_sigma2, chunk):
     return partial
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _mixture_chunk(theta, mu, lam, half_lam, const, dtheta, start, stop, resp, resp_d, resp_d2):
     """Mixture pass over weights [start, stop) (spec "Terms", log GM); returns sum_i log GM(theta_i)
     and writes the chunk's sums of r_ik, r_ik d_ik, r_ik d_ik^2 into the (K,) rows resp, resp_d, resp_d2.
@@ -240,7 +242,7 @@ def _mixture_chunk(theta, mu, lam, half_lam, const, dtheta, start, stop, resp, r
     return lse_acc
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, error_model="numpy")
 def mixture_pass_kernel(theta, mu, lam, half_lam, const, dtheta, chunk):
     """One fused pass of the mixture log-density over a flat weight array, chunks in parallel
     (spec "Terms", log GM).
@@ -274,7 +276,7 @@ def mixture_pass_kernel(theta, mu, lam, half_lam, const, dtheta, chunk):
     return lse, resp, resp_d, resp_d2
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def mixture_pass_kernel_serial(theta, mu, lam, half_lam, const, dtheta, chunk):
     """``mixture_pass_kernel`` on one thread (same chunks, same results): no thread-pool launch for
     small D."""
@@ -292,7 +294,7 @@ def mixture_pass_kernel_serial(theta, mu, lam, half_lam, const, dtheta, chunk):
     return lse, resp, resp_d, resp_d2
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, error_model="numpy")
 def responsibility_argmax_kernel(theta, mu, half_lam, const, out, chunk):
     """Index of the most responsible component per weight (paper section 3, clustering).
 
