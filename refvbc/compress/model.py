@@ -36,10 +36,13 @@ class CompressedLayer:
 
     def matrix(self):
         """The CSR matrix (O', U' * w): conv weights reshaped to (out_c, in_c * kh * kw)."""
-        return self.weight.reshape(self.weight.shape[0], -1)
+        o = self.weight.shape[0]
+        return self.weight.reshape(o, self.weight.size // o if o else int(np.prod(self.weight.shape[1:])))
 
     def symbol_matrix(self):
-        return None if self.symbols is None else self.symbols.reshape(self.symbols.shape[0], -1)
+        if self.symbols is None:
+            return None
+        return self.symbols.reshape(self.matrix().shape)
 
 
 @dataclass

@@ -100,14 +100,20 @@ def compress_model(arch, params, method, offset_bits=None, huffman_offsets=False
     biases = [np.asarray(params[f"{n}.bias"]).astype(np.float32) for n in names]
     in_mask, out_masks, folded = structural_prune(geos, [quantized[n] for n in names], biases,
                                                   fold_constants=fold_constants)
+    pruned = {}
+    prev = in_mask
+    for g, om in zip(geos, out_masks):
+        pruned[g.name] = pruned_weight(quantized[g.name], g, om, prev)
+        prev = om
+    if codebook is not None:  # keep only the cluster centres that survived the pruning
+        codebook, symbols = cluster.build_codebook(pruned)
     layers = []
     prev = in_mask
     for g, om, fb in zip(geos, out_masks, folded):
-        w = pruned_weight(quantized[g.name], g, om, prev)
-        s = None if symbols is None else pruned_weight(symbols[g.name], g, om, prev)
-        layers.append(CompressedLayer(g.name, g.kind, tuple(g.weight_shape), om.copy(), prev.copy(), w, s,
-                                      fb[om].astype(np.float32), "csr", _offset_bits_for(g, offset_bits),
-                                      bool(huffman_offsets)))
+        s = None if symbols is None else symbols[g.name]
+        layers.append(CompressedLayer(g.name, g.kind, tuple(g.weight_shape), om.copy(), prev.copy(),
+                                      pruned[g.name], s, fb[om].astype(np.float32), "csr",
+                                      _offset_bits_for(g, offset_bits), bool(huffman_offsets)))
         prev = om
     cm = CompressedModel(arch, method, codebook, layers)
     if layout == "dense":
@@ -151,8 +157,8 @@ def evaluate(cm, x):
     h = np.ascontiguousarray(x[:, cm.input_mask])
     last = len(geos) - 1
     for i, (g, L) in enumerate(zip(geos, cm.layers)):
-        w = L.weight.astype(dt)
-        b = L.bias.astype(dt)
+        w = np.ascontiguousarray(L.weight, dtype=dt)  # same memory layout in memory and after decode,
+        b = np.ascontiguousarray(L.bias, dtype=dt)  # so both give bit-identical logits
         if g.kind == "conv":
             oh, ow = get_arch(cm.arch)[i].preact_shape[1:]
             if h.shape[1] == 0 or w.shape[0] == 0:  # no inputs left: the output is the bias everywhere

@@ -118,10 +118,10 @@ def pruned_weight(w, geo, out_mask, in_mask):
 
     Returns: dense (O', U' * w) / conv (O', C', kh, kw), same dtype as w.
     """
-    w3 = as_units(w, geo)[out_mask][:, in_mask, :]
+    w3 = np.ascontiguousarray(as_units(w, geo)[out_mask][:, in_mask, :])
     if geo.kind == "conv":
         return w3.reshape((w3.shape[0], w3.shape[1]) + tuple(geo.weight_shape[2:]))
-    return w3.reshape(w3.shape[0], -1)
+    return w3.reshape(w3.shape[0], w3.shape[1] * w3.shape[2])
 
 
 def full_weight(wp, geo, out_mask, in_mask):
