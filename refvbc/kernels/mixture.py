@@ -12,9 +12,9 @@ that ``tests/test_priors.py`` compares against.
 Conventions
 - Per-weight arithmetic is done in float64 whatever the input dtype (float32 or float64); outputs are
   written into caller-allocated arrays of the caller's dtype.
-- The KL_VD and mixture kernels exist twice, ``*_kernel`` (parallel=True, prange over chunks) and ``*_kernel_serial``
-  (one thread, same chunks, bitwise the same results); callers use the serial one below
-  ``PARALLEL_MIN`` weights, where the thread-pool launch costs more than the work.
+- The KL_VD and mixture kernels exist twice, ``*_kernel`` (parallel=True, prange over chunks) and
+  ``*_kernel_serial`` (one thread, same chunks, bitwise the same results); callers use the serial one
+  below ``PARALLEL_MIN`` weights, where the thread-pool launch costs more than the work.
 - Parallel kernels split the weights into fixed chunks; each chunk owns its own accumulator row, and
   the caller reduces the rows in a fixed order, so results do not depend on the thread count (no races,
   deterministic sums).
