@@ -1,0 +1,116 @@
+"""The assembled loss of the spec: central differences (float64) on sampled coordinates of every
+parameter, for both architectures and every phase; float32 runs through the same code."""
+import numpy as np
+import pytest
+
+from refvbc import models, priors
+from refvbc.arch import INPUT_SHAPES, get_arch
+from refvbc.objective import loss_and_grads
+
+
+def setup(arch, phase, batch=3, seed=0):
+    """Moderate float64 parameters (log alpha in [-8, 1], perturbed mixture) and a real batch.
+    The extreme branch-covering parameters of the cross-check export are tested against PyTorch in
+    test_crosscheck_torch.py; finite differences need smoother ground."""
+    rng = np.random.default_rng(seed)
+    params = models.init_params(arch, rng, dtype=np.float64)
+    flat = np.concatenate([params[k].ravel() for k in models.weight_keys(arch)])
+    mu, ll, lp = priors.mixture_init(flat, dtype=np.float64)
+    params["gmm.mu"] = mu + np.r_[0.0, rng.normal(0, 0.1 * np.abs(mu[1:]).min(), mu.size - 1)]
+    params["gmm.log_lambda"] = ll + rng.normal(0, 0.3, ll.size)
+    params["gmm.log_pi"] = lp + np.r_[0.0, rng.normal(0, 0.5, lp.size - 1)]
+    for layer in get_arch(arch):
+        th = params[f"{layer.name}.theta"]
+        params[f"{layer.name}.log_sigma2"] = rng.uniform(-8, 1, th.shape) + np.log(th ** 2 + 1e-8)
+    x = rng.random((batch,) + INPUT_SHAPES[arch])
+    y = rng.integers(0, 10, batch)
+    noise = models.draw_noise(arch, batch, rng, np.float64)
+    if phase in ("l2", "sws"):
+        params = {k: v for k, v in params.items() if not k.endswith("log_sigma2")}
+        noise = None
+    if phase in ("l2", "vd"):
+        params = {k: v for k, v in params.items() if not k.startswith("gmm.")}
+    coefs = {"l2": dict(tau1=0.0, tau2=0.0, weight_decay=1e-3), "vd": dict(tau1=1.0, tau2=0.0),
+             "sws": dict(tau1=0.0, tau2=0.02), "vdsws": dict(tau1=1.0, tau2=0.02)}[phase]
+    coefs["n_data"] = 60000.0
+    return params, x, y, noise, coefs
+
+
+@pytest.mark.parametrize("arch", ["lenet300", "lenet5"])
+@pytest.mark.parametrize("phase", ["l2", "vd", "sws", "vdsws"])
+def test_gradients_match_central_differences(arch, phase):
+    params, x, y, noise, coefs = setup(arch, phase)
+    _, _, _, grads = loss_and_grads(arch, params, x, y, noise, **coefs)
+    assert set(grads) == set(params), f"grads {sorted(grads)} vs params {sorted(params)}"
+    rng = np.random.default_rng(1)
+    h = 1e-6
+    for name in ("gmm.mu", "gmm.log_pi"):
+        if name in grads:
+            assert grads[name][0] == 0.0, f"{name}[0] is fixed: gradient must be 0, got {grads[name][0]}"
+    for name, p in params.items():
+        # Directional derivative along the gradient plus a random direction: the analytic g.d
+        # against (L(p + h d) - L(p - h d)) / 2h (along g alone, a wrong sign or scale would show;
+        # the random part catches entries the gradient misses).
+        r = rng.standard_normal(p.shape)
+        g = grads[name]
+        d = g / max(np.linalg.norm(g), 1e-300) + 0.5 * r / np.linalg.norm(r)
+        if name in ("gmm.mu", "gmm.log_pi"):
+            d[0] = 0.0
+        if noise is not None and (name.endswith(".theta") or name.endswith(".log_sigma2")):
+            layer = name.split(".")[0]
+            la = params[f"{layer}.log_sigma2"] - np.log(params[f"{layer}.theta"] ** 2 + 1e-8)
+            d[np.abs(np.abs(la) - 10.0) < 1e-3] = 0.0  # away from the clip's kink
+        d /= np.linalg.norm(d)
+        old = p.copy()
+        p[...] = old + h * d
+        lp = loss_and_grads(arch, params, x, y, noise, **coefs)[0]
+        p[...] = old - h * d
+        lm = loss_and_grads(arch, params, x, y, noise, **coefs)[0]
+        p[...] = old
+        num = (lp - lm) / (2 * h)
+        ana = float(np.sum(grads[name] * d))
+        err = abs(num - ana) / max(abs(num), abs(ana), 1e-12)
+        assert err <= 1e-6, f"{arch}/{phase} {name}: analytic {ana!r} vs numeric {num!r} (rel err {err:.2e})"
+
+
+@pytest.mark.parametrize("arch", ["lenet300", "lenet5"])
+def test_float32_matches_float64(arch):
+    params, x, y, noise, coefs = setup(arch, "vdsws")
+    l64, _, logits64, g64 = loss_and_grads(arch, params, x, y, noise, **coefs)
+    p32 = {k: v.astype(np.float32) for k, v in params.items()}
+    n32 = {k: v.astype(np.float32) for k, v in noise.items()}
+    l32, _, logits32, g32 = loss_and_grads(arch, p32, x.astype(np.float32), y, n32, **coefs)
+    assert logits32.dtype == np.float32 and all(v.dtype == np.float32 for v in g32.values())
+    assert abs(l32 - l64) <= 1e-3 * abs(l64), (l32, l64)
+    scale = np.abs(logits64).max()
+    assert np.abs(logits32 - logits64).max() <= 1e-3 * scale
+
+
+def test_loss_parts_add_up():
+    arch = "lenet300"
+    params, x, y, noise, coefs = setup(arch, "vdsws")
+    loss, parts, _, _ = loss_and_grads(arch, params, x, y, noise, **coefs)
+    want = parts["ce"] + (coefs["tau1"] * parts["kl"] - coefs["tau2"] * parts["log_prior"]) / coefs["n_data"]
+    assert abs(loss - want) <= 1e-12 * abs(want), (loss, want)
+    kl = sum(priors.kl_vd(params[f"{l.name}.theta"], params[f"{l.name}.log_sigma2"])[0]
+             for l in get_arch(arch))
+    assert abs(parts["kl"] - kl) <= 1e-9 * abs(kl)
+
+
+@pytest.mark.parametrize("bad, msg", [
+    (lambda x, y, n: (x[:, :100], y, n), "input must have shape"),
+    (lambda x, y, n: (x, y[:2], n), "labels must have shape"),
+    (lambda x, y, n: (x, y + 10, n), "labels must lie in 0..9"),
+    (lambda x, y, n: (x, y, {**n, "fc2": n["fc2"][:, :5]}), "noise\\['fc2'\\]"),
+    (lambda x, y, n: (x, y, None), "need noise"),
+])
+def test_bad_inputs_are_named(bad, msg):
+    params, x, y, noise, coefs = setup("lenet300", "vd")
+    x, y, noise = bad(x, y, noise)
+    with pytest.raises(ValueError, match=msg):
+        loss_and_grads("lenet300", params, x, y, noise, **coefs)
+
+
+def test_unknown_arch():
+    with pytest.raises(ValueError, match="unknown architecture"):
+        models.init_params("lenet7", np.random.default_rng(0))
