@@ -73,6 +73,7 @@ def test_l2_keeps_float32_and_layouts():
         np.testing.assert_array_equal(l.weight, p[f"{L.name}.theta"].astype(np.float32))
     t = report(cm)["total"]
     assert 0.99 < t["cr_file"] <= 1.0, t["cr_file"]
+    p["fc2.theta"][0, :50] = -0.0
     cm_csr = compress_model("lenet300", p, "l2", layout="csr")
     assert report(cm_csr)["total"]["file_bytes"] > t["file_bytes"]
     assert decode(encode(cm_csr)).equals(cm_csr)

@@ -97,6 +97,8 @@ def compress_model(arch, params, method, offset_bits=None, huffman_offsets=False
         codebook, symbols, quantized = cluster.cluster_mixture(
             {n: t.astype(dt, copy=False) for n, t in thetas.items()}, mu.astype(dt),
             np.asarray(params["gmm.log_lambda"], dt), np.asarray(params["gmm.log_pi"], dt), keep=keep)
+    for q in quantized.values():
+        q[q == 0] = 0.0  # -0.0 -> +0.0: a zero is stored as "no entry" and decodes as +0.0
     biases = [np.asarray(params[f"{n}.bias"]).astype(np.float32) for n in names]
     in_mask, out_masks, folded = structural_prune(geos, [quantized[n] for n in names], biases,
                                                   fold_constants=fold_constants)
