@@ -115,7 +115,7 @@ def main(argv=None):
         log(f"# {a.arch} method={a.method} seed={a.seed} out={out} epochs={cfg.epochs} "
             f"n_train={cfg.n_train} device={a.device}")
         t0 = time.perf_counter()
-        finals = Run(cfg, out, data, log=log).run(resume=a.resume, max_epochs=a.max_epochs)
+        finals = Run(cfg, out, data, log=log, device=a.device).run(resume=a.resume, max_epochs=a.max_epochs)
         if finals is None:
             return 0
         train_s = time.perf_counter() - t0

@@ -58,10 +58,10 @@ def summarize(arch, method, params, x_test, y_test, out_dir, compress_opts=None)
         "method": method, "label": PHASE_LABEL[method], "arch": arch,
         "test_acc_compressed": acc, "test_acc_compressed_in_memory": acc_mem,
         "test_acc_uncompressed": acc_masked,
-        "nonzero_fraction": rep["total"]["nonzero_fraction"],
-        "ratio_file": rep["total"]["ratio_file"], "ratio_paper": rep["total"]["ratio_paper"],
+        "nonzero_fraction": rep["total"]["nonzeros"] / rep["total"]["n_weights"],
+        "ratio_file": rep["total"]["cr_file"], "ratio_paper": rep["total"]["cr_paper"],
         "file": os.path.basename(path), "file_bytes": os.path.getsize(path),
-        "layers": rep["layers"],
+        "layers": rep["layers"], "totals": rep["total"],
     }
 
 

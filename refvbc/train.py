@@ -140,10 +140,42 @@ def sparsity(arch, params):
     return 1.0 - kept / sum(m.size for m in masks.values())
 
 
-def train_epoch(cfg, phase, epoch, params, opt, coefs, x, y):
-    """One pass over (x, y) in minibatches. Returns mean loss, mean parts, running train accuracy."""
+class CpuStepper:
+    """One optimisation step on the CPU: the spec's loss and gradients, then Adam, in place.
+
+    The optional GPU path (refvbc.cuda_train.CudaStepper) has the same interface: constructed from
+    the host params and optimizer, `step` runs on the device, `sync` copies parameters and Adam state
+    back into the host dict / optimizer (before evaluation and checkpoints)."""
+
+    def __init__(self, arch, params, opt, coefs, n_data):
+        self.arch, self.params, self.opt, self.coefs, self.n_data = arch, params, opt, coefs, n_data
+
+    def step(self, x, y, noise):
+        """Returns loss (float), parts (dict), logits (B, 10) of the minibatch before the update."""
+        loss, parts, logits, grads = loss_and_grads(self.arch, self.params, x, y, noise,
+                                                    n_data=self.n_data, **self.coefs)
+        if np.isfinite(loss):
+            self.opt.step(self.params, grads)
+        return loss, parts, logits
+
+    def sync(self):
+        pass
+
+
+def make_stepper(device, arch, params, opt, coefs, n_data):
+    """CpuStepper, or the numba.cuda one for device "cuda"."""
+    if device == "cuda":
+        from .cuda_train import CudaStepper
+        return CudaStepper(arch, params, opt, coefs, n_data)
+    if device != "cpu":
+        raise ValueError(f"unknown device {device!r}; expected 'cpu' or 'cuda'")
+    return CpuStepper(arch, params, opt, coefs, n_data)
+
+
+def train_epoch(cfg, phase, epoch, stepper, x, y):
+    """One pass over (x, y) in minibatches. Returns mean loss and parts, running train accuracy."""
     rng = np.random.default_rng([cfg.seed, PHASE_IDS[phase], epoch])
-    variational = models.is_variational(params, cfg.arch)
+    variational = models.is_variational(stepper.params, cfg.arch)
     dtype = np.dtype(cfg.dtype)
     tot = {"loss": 0.0, "ce": 0.0, "kl": 0.0, "log_prior": 0.0, "l2": 0.0}
     correct = 0
@@ -151,24 +183,23 @@ def train_epoch(cfg, phase, epoch, params, opt, coefs, x, y):
     for idx in batches(x.shape[0], cfg.batch_size, rng):
         xb, yb = x[idx], y[idx]
         noise = models.draw_noise(cfg.arch, len(idx), rng, dtype) if variational else None
-        loss, parts, logits, grads = loss_and_grads(cfg.arch, params, xb, yb, noise,
-                                                    n_data=cfg.n_train, **coefs)
+        loss, parts, logits = stepper.step(xb, yb, noise)
         if not np.isfinite(loss):
-            raise RunError(f"{phase} epoch {epoch}: loss became {loss} (parts {parts})")
-        opt.step(params, grads)
+            raise RunError(f"{phase} epoch {epoch + 1}: loss became {loss} (parts {parts})")
         tot["loss"] += loss
         for k, v in parts.items():
             tot[k] += v
         correct += int(np.sum(np.argmax(logits, axis=1) == yb))
         nb += 1
+    stepper.sync()
     return {k: v / nb for k, v in tot.items()}, correct / x.shape[0]
 
 
 class Run:
     """A training run in directory `out`: phases in order, checkpoint after each epoch, resume."""
 
-    def __init__(self, cfg, out, data, log=print):
-        self.cfg, self.out, self.log = cfg, out, log
+    def __init__(self, cfg, out, data, log=print, device="cpu"):
+        self.cfg, self.out, self.log, self.device = cfg, out, log, device
         self.x_train, self.y_train, self.x_test, self.y_test = data
         self.ckpt = os.path.join(out, "checkpoint.npz")
 
@@ -229,13 +260,15 @@ class Run:
                 opt.load_state_dict(adam)
                 history, first = meta["history"], meta["epoch"]
                 self.log(f"# resumed {phase} after epoch {first}")
+            stepper = None
             for epoch in range(first, cfg.epochs[phase]):
                 if budget is not None and budget <= 0:
                     self.log(f"# stopping after the requested number of epochs; continue with --resume")
                     return None
                 t0 = time.perf_counter()
-                means, train_acc = train_epoch(cfg, phase, epoch, params, opt, coefs,
-                                               self.x_train, self.y_train)
+                if stepper is None:
+                    stepper = make_stepper(self.device, cfg.arch, params, opt, coefs, cfg.n_train)
+                means, train_acc = train_epoch(cfg, phase, epoch, stepper, self.x_train, self.y_train)
                 masks = prune_masks(cfg.arch, params)
                 test_acc = models.accuracy(cfg.arch, params, self.x_test, self.y_test, masks)
                 rec = dict(phase=phase, epoch=epoch + 1, **means, train_acc=train_acc,
