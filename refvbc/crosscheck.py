@@ -5,7 +5,7 @@ loss, logits and every gradient, for re-derivation in PyTorch / JAX.
 
 Parameters are chosen to exercise every branch of the objective: log alpha below, inside and above the
 clip range [-10, 10] (kept at least 0.5 away from the edges), weights near several mixture components,
-and real MNIST test images as input.
+moderate variances (so that every term shows in every gradient), and real MNIST test images as input.
 """
 
 import argparse
@@ -21,14 +21,18 @@ from .data import load_mnist
 from .objective import loss_and_grads
 
 
-def _branchy_log_sigma2(theta, rng):
-    """log sigma^2 so that log alpha = s - log(theta^2+1e-8) is below (20%), inside (60%) or above
-    (20%) the clip range, never within 0.5 of its edges."""
+def _branchy(theta, rng):
+    """(theta, log sigma^2) so that log alpha = s - log(theta^2+1e-8) is below (20%), inside (60%) or
+    above (20%) the clip range, never within 0.5 of its edges.  Weights above the range get a small
+    |theta| (5e-5..2e-4), and those inside have log alpha <= 1, so the variances stay moderate and the
+    KL and mixture terms remain visible next to the data term in every gradient."""
     u = rng.random(theta.shape)
+    above = u > 0.8
+    theta = np.where(above, np.sign(theta) * rng.uniform(5e-5, 2e-4, theta.shape), theta)
     la = np.where(u < 0.2, rng.uniform(-14.0, -10.5, theta.shape),
-                  np.where(u > 0.8, rng.uniform(10.5, 14.0, theta.shape),
-                           rng.uniform(-9.5, 9.5, theta.shape)))
-    return la + np.log(theta * theta + 1e-8)
+                  np.where(above, rng.uniform(10.5, 14.0, theta.shape),
+                           rng.uniform(-9.5, 1.0, theta.shape)))
+    return theta, la + np.log(theta * theta + 1e-8)
 
 
 def build(arch, tau2, batch, seed, tau1=1.0, n_data=N_TRAIN):
@@ -53,8 +57,7 @@ def build(arch, tau2, batch, seed, tau1=1.0, n_data=N_TRAIN):
         jitter = rng.normal(0.0, 0.25, th.shape) * np.exp(-0.5 * log_lambda[k])
         th = np.where(near, mu[k] + jitter, th)
         th = np.where(np.abs(th) < 1e-3, 1e-3 + np.abs(th), th)  # keep log(theta^2) well defined
-        params[f"{l.name}.theta"] = th
-        params[f"{l.name}.log_sigma2"] = _branchy_log_sigma2(th, rng)
+        params[f"{l.name}.theta"], params[f"{l.name}.log_sigma2"] = _branchy(th, rng)
     x_all, y_all = load_mnist("test")
     idx = rng.choice(x_all.shape[0], size=batch, replace=False)
     x = x_all[idx].astype(np.float64).reshape((batch,) + INPUT_SHAPES[arch])
