@@ -79,7 +79,11 @@ def cluster_mixture(thetas, mu, log_lambda, log_pi, keep=None, pi0=PI0):
     return codebook, symbols, quantized
 
 
-def fit_gmm_1d(x, n_components=VD_COMPONENTS, max_iter=300, tol=1e-8, chunk=1 << 16):
+FIT_MAX_POINTS = 20000
+
+
+def fit_gmm_1d(x, n_components=VD_COMPONENTS, max_iter=300, tol=1e-8, chunk=1 << 16,
+               max_points=FIT_MAX_POINTS):
     """Maximum-likelihood 1-D Gaussian mixture by EM (Dempster et al. 1977), deterministic.
 
     Inputs:  x float (n,); n_components K (reduced to the number of distinct values when fewer).
@@ -87,10 +91,15 @@ def fit_gmm_1d(x, n_components=VD_COMPONENTS, max_iter=300, tol=1e-8, chunk=1 <<
     Initialisation: means at the (k + 0.5)/K quantiles, common variance (range / K)^2, equal weights.
     Stops when the mean log-likelihood improves by less than `tol` (absolute). A variance floor of
     1e-6 * var(x) (or 1e-30) keeps a component from collapsing onto a single value.
+    More than `max_points` values are thinned to `max_points` evenly spaced order statistics before
+    the fit (deterministic; keeps the empirical distribution), so a model where many weights survive
+    (e.g. a short VD run) is clustered in seconds; every weight is still quantized by `gmm_argmax`.
     """
     x = np.asarray(x, dtype=np.float64).ravel()
     if x.size == 0:
         return np.zeros(0), np.zeros(0), np.zeros(0)
+    if max_points and x.size > max_points:
+        x = np.sort(x)[np.linspace(0, x.size - 1, max_points).round().astype(np.intp)]
     K = int(min(n_components, np.unique(x).size))
     means = np.quantile(x, (np.arange(K) + 0.5) / K)
     spread = float(x.max() - x.min())
