@@ -248,6 +248,7 @@ class Run:
             if os.path.exists(self.phase_file(phase)) and state is not None:
                 finals[phase] = load_params(self.phase_file(phase))[1]
                 if not (state[0]["phase"] == phase and state[0]["epoch"] < cfg.epochs[phase]):
+                    self.log(f"# resumed: {phase} finished earlier ({self.phase_file(phase)})")
                     continue
             start = finals.get(PHASE_START[phase]) if PHASE_START[phase] else None
             params, lrs, coefs = phase_setup(cfg, phase, start)

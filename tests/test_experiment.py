@@ -1,0 +1,116 @@
+"""run_experiments.py end to end on --quick: every phase, results.json, the Table 2 print, an exact
+resume after a SIGKILL, and clear errors for bad flags, bad data and an occupied run directory."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = dict(os.environ, OPENBLAS_NUM_THREADS="1")
+
+
+def run(args, timeout=600, **kw):
+    return subprocess.run([sys.executable, os.path.join(ROOT, "run_experiments.py")] + args,
+                          capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=ENV, **kw)
+
+
+def load(path):
+    with np.load(path) as f:
+        return {k: np.array(f[k]) for k in f.files if k.startswith("param/")}
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("quick") / "run"
+    p = run(["--arch", "lenet300", "--quick", "--seed", "3", "--out", str(out), "--no-figures"])
+    assert p.returncode == 0, f"quick run failed:\n{p.stdout}\n{p.stderr}"
+    return out, p.stdout
+
+
+def test_quick_run_exercises_every_phase(quick_run):
+    out, stdout = quick_run
+    for phase in ("l2", "sws", "vd", "vdsws"):
+        assert f"{phase:>5} epoch    1" in stdout, f"no epoch line for {phase}:\n{stdout}"
+        assert os.path.exists(out / f"{phase}.npz") and os.path.exists(out / f"{phase}.rvbc")
+    assert "Table 2, lenet300" in stdout and "VD+SWS" in stdout
+    res = json.loads((out / "results.json").read_text())
+    assert set(res["methods"]) == {"l2", "sws", "vd", "vdsws"}
+    for m, r in res["methods"].items():
+        assert r["file_bytes"] == os.path.getsize(out / r["file"]), m
+        want = 32.0 * (266200 + 410) / (8.0 * r["file_bytes"])
+        assert abs(r["ratio_file"] - want) < 1e-9 * want, (m, r["ratio_file"], want)
+        assert r["test_acc_compressed"] == r["test_acc_compressed_in_memory"], m
+        assert 0.0 < r["nonzero_fraction"] <= 1.0 and r["layers"], m
+    assert res["methods"]["l2"]["nonzero_fraction"] == 1.0
+
+
+def test_killed_and_resumed_run_ends_identical(quick_run, tmp_path):
+    ref_out, _ = quick_run
+    out = tmp_path / "killed"
+    cmd = [sys.executable, os.path.join(ROOT, "run_experiments.py"), "--arch", "lenet300", "--quick",
+           "--seed", "3", "--out", str(out), "--no-figures"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = out / "train.log"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if (out / "checkpoint.npz").exists() and log.exists() and log.read_text().count(" epoch ") >= 2:
+            break
+        time.sleep(0.05)
+    killed = proc.poll() is None
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert killed, "the run ended before it could be killed"
+    assert not (out / "vdsws.npz").exists(), "killed too late to test anything"
+    p = run(["--arch", "lenet300", "--quick", "--seed", "3", "--out", str(out), "--no-figures",
+             "--resume"])
+    assert p.returncode == 0, f"resume failed:\n{p.stdout}\n{p.stderr}"
+    assert "# resumed" in p.stdout, p.stdout
+    for phase in ("l2", "sws", "vd", "vdsws"):
+        a, b = load(ref_out / f"{phase}.npz"), load(out / f"{phase}.npz")
+        assert a.keys() == b.keys()
+        for k in a:
+            assert np.array_equal(a[k], b[k]), f"{phase} {k}: resumed run differs by {np.abs(a[k] - b[k]).max()}"
+
+
+def test_existing_run_needs_resume(quick_run):
+    out, _ = quick_run
+    p = run(["--arch", "lenet300", "--quick", "--seed", "3", "--out", str(out)])
+    assert p.returncode == 1 and "already holds a run" in p.stderr, p.stderr
+
+
+def test_resume_with_other_settings_is_refused(quick_run, tmp_path):
+    out = tmp_path / "copy"
+    shutil.copytree(quick_run[0], out)
+    p = run(["--arch", "lenet300", "--quick", "--seed", "4", "--out", str(out), "--resume"])
+    assert p.returncode == 1 and "seed" in p.stderr, p.stderr
+
+
+@pytest.mark.parametrize("args, msg", [
+    (["--arch", "lenet7"], "invalid choice: 'lenet7'"),
+    (["--arch", "lenet300", "--bogus"], "unrecognized arguments: --bogus"),
+    (["--arch", "lenet300", "--epochs", "-1"], "--epochs must be >= 0"),
+    (["--arch", "lenet300", "--batch-size", "0"], "--batch-size must be >= 1"),
+    (["--arch", "lenet300", "--lr-theta", "nan"], "--lr-theta must be a finite"),
+    (["--arch", "lenet300", "--method", "xyz"], "invalid choice: 'xyz'"),
+    ([], "the following arguments are required: --arch"),
+])
+def test_bad_flags(args, msg):
+    p = run(args)
+    assert p.returncode == 2 and msg in p.stderr, p.stderr
+
+
+def test_corrupted_data_named(tmp_path):
+    data = tmp_path / "mnist"
+    shutil.copytree(os.path.join(ROOT, "data", "mnist"), data)
+    f = data / "train-labels-idx1-ubyte.gz"
+    os.chmod(f, 0o644)
+    f.write_bytes(f.read_bytes()[:1000])
+    p = run(["--arch", "lenet300", "--quick", "--data", str(data), "--out", str(tmp_path / "o")])
+    assert p.returncode == 1 and "train-labels-idx1-ubyte.gz" in p.stderr, p.stderr
+    assert "Traceback" not in p.stderr
