@@ -114,7 +114,7 @@ def figures(out_dir, arch, finals):
                 mu, ll, lp = p["gmm.mu"], p["gmm.log_lambda"], p["gmm.log_pi"]
             else:
                 mu, ll, lp = mixture_init(w, dtype=np.float64)
-            ax.hist(w, bins=200, density=True, color="0.6", log=True)
+            counts = ax.hist(w, bins=200, density=True, color="0.6", log=True)[0]
             grid = np.linspace(w.min(), w.max(), 1000)
             pi = np.empty(len(mu))
             pi[0] = 0.999
@@ -125,7 +125,7 @@ def figures(out_dir, arch, finals):
                     * np.exp(-0.5 * lam[:, None] * (grid[None] - mu[:, None]) ** 2)).sum(0)
             ax.plot(grid, dens, "r-", lw=1)
             ax.set_title(f"{arch} {PHASE_LABEL[phase]}: weight means {title} ({PHASE_LABEL[key]})")
-            ax.set_ylim(1e-3, None)
+            ax.set_ylim(1e-3, 10 * counts.max())  # the zero component's peak is far higher
         path = os.path.join(out_dir, f"hist_{phase}.png")
         fig.tight_layout()
         fig.savefig(path, dpi=90)

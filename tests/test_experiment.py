@@ -114,3 +114,16 @@ def test_corrupted_data_named(tmp_path):
     p = run(["--arch", "lenet300", "--quick", "--data", str(data), "--out", str(tmp_path / "o")])
     assert p.returncode == 1 and "train-labels-idx1-ubyte.gz" in p.stderr, p.stderr
     assert "Traceback" not in p.stderr
+
+
+def test_figures_when_matplotlib_is_installed(quick_run, tmp_path):
+    pytest.importorskip("matplotlib")
+    from refvbc import report
+    from refvbc.train import load_params
+
+    finals = {m: load_params(str(quick_run[0] / f"{m}.npz"))[1] for m in ("l2", "sws", "vd", "vdsws")}
+    written = report.figures(str(tmp_path), "lenet300", finals)
+    names = sorted(os.path.basename(w) for w in written)
+    assert names == ["hist_sws.png", "hist_vdsws.png", "sparsity.png"], names
+    for w in written:
+        assert open(w, "rb").read(8) == b"\x89PNG\r\n\x1a\n", w
