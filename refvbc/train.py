@@ -223,10 +223,17 @@ class Run:
             raise RunError(f"checkpoint {self.ckpt} is unreadable: {e}") from None
         saved = meta["config"]
         mine = asdict(self.cfg)
-        diff = [k for k in mine if saved.get(k) != mine[k]]
+        # Epoch counts may change on resume (to extend or shorten a run), except for the phase in
+        # progress when it has already run more epochs than now asked for.
+        diff = [k for k in mine if k != "epochs" and saved.get(k) != mine[k]]
         if diff:
             raise RunError("--resume with different settings than the checkpoint: " + ", ".join(
                 f"{k}: checkpoint {saved.get(k)!r} vs now {mine[k]!r}" for k in diff))
+        if meta["epoch"] > self.cfg.epochs.get(meta["phase"], 0):
+            raise RunError(f"--resume: phase {meta['phase']} already ran {meta['epoch']} epochs, more "
+                           f"than the {self.cfg.epochs.get(meta['phase'])} now asked for")
+        if saved.get("epochs") != mine["epochs"]:
+            self.log(f"# resume with epochs {mine['epochs']} (checkpoint had {saved.get('epochs')})")
         return meta, params, adam
 
     def run(self, resume=False, max_epochs=None):

@@ -127,3 +127,21 @@ def test_figures_when_matplotlib_is_installed(quick_run, tmp_path):
     assert names == ["hist_sws.png", "hist_vdsws.png", "sparsity.png"], names
     for w in written:
         assert open(w, "rb").read(8) == b"\x89PNG\r\n\x1a\n", w
+
+
+def test_resume_may_extend_epochs_but_not_shrink_the_running_phase(tmp_path):
+    from refvbc.experiment import load_data
+    from refvbc.train import Config, Run, RunError
+
+    cfg = Config(arch="lenet300", method="l2", n_train=200, n_test=200, epochs={"l2": 2})
+    data = load_data(cfg)
+    out = str(tmp_path / "r")
+    assert Run(cfg, out, data, log=lambda s: None).run(max_epochs=1) is None
+    shrunk = Config(arch="lenet300", method="l2", n_train=200, n_test=200, epochs={"l2": 0})
+    with pytest.raises(RunError, match="already ran 1 epochs"):
+        Run(shrunk, out, data, log=lambda s: None).run(resume=True)
+    longer = Config(arch="lenet300", method="l2", n_train=200, n_test=200, epochs={"l2": 3})
+    lines = []
+    finals = Run(longer, out, data, log=lines.append).run(resume=True)
+    assert "l2" in finals and any("resumed l2 after epoch 1" in l for l in lines), lines
+    assert sum(l.startswith("   l2 epoch") for l in lines) == 2, lines
