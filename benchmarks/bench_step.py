@@ -1,0 +1,376 @@
+"""Training-step benchmark (issue 5): refvbc's CPU step against the same step written in PyTorch.
+
+For each architecture x phase {vd, vdsws} x dtype {float32, float64} it prints
+  - the median seconds per training step (loss, gradients and Adam; batch 100), after warm-up,
+  - the JIT compile + first-call time of that configuration, reported separately,
+  - the share of the step spent in conv layers, dense layers, prior terms (KL_VD + mixture), Adam and
+    the rest (ReLU, max-pool, softmax cross-entropy, Python glue), from a separate instrumented pass,
+  - when torch is importable, the median seconds of a straightforward PyTorch step (float32, 2 threads,
+    torch.nn.functional + autograd + torch.optim.Adam, mixture term with (D, K) temporaries), measured in
+    the same run and interleaved with ours, and the ratio refvbc / torch.
+With --epoch it also times one full epoch (600 steps of batch 100, float32) per architecture and phase
+through refvbc.train.CpuStepper (or CudaStepper with --device cuda).
+
+The noise ε of the local reparameterization is an input of the step (spec "Variational layer"); both
+implementations get the same pre-drawn noise, so noise generation is excluded from the step times and
+reported on its own line (numpy's standard_normal and torch.randn).
+
+Threads: --threads N sets OPENBLAS_NUM_THREADS, OMP_NUM_THREADS, MKL_NUM_THREADS and NUMBA_NUM_THREADS
+in the environment *before* numpy/numba are imported (threadpoolctl is not a dependency of the
+project). Default 1: on a small shared machine, multithreaded OpenBLAS GEMMs and numba's parallel
+kernels lose a lot more to contention than they gain on these small matrices (see docs/benchmarks.md).
+PyTorch always runs with torch.set_num_threads(--torch-threads, default 2), the issue's reference setup.
+
+Usage:  python benchmarks/bench_step.py [--arch lenet300|lenet5|all] [--phase vd|vdsws|all]
+            [--dtype float32|float64|all] [--steps 30] [--repeat 3] [--threads 1] [--device cpu|cuda]
+            [--no-torch] [--epoch]
+"""
+
+import argparse
+import os
+import sys
+import time
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--arch", default="all", choices=["lenet300", "lenet5", "all"])
+    p.add_argument("--phase", default="all", choices=["vd", "vdsws", "all"])
+    p.add_argument("--dtype", default="all", choices=["float32", "float64", "all"])
+    p.add_argument("--steps", type=int, default=30, help="timed steps per measurement (default 30)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps before timing (default 3)")
+    p.add_argument("--repeat", type=int, default=3,
+                   help="measurements per configuration, interleaved with torch; the median of all "
+                        "timed steps is reported and the spread of per-repeat medians (default 3)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="numba and BLAS threads, set via environment variables before import (default 1)")
+    p.add_argument("--torch-threads", type=int, default=2, help="torch.set_num_threads (default 2)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
+    p.add_argument("--epoch", action="store_true",
+                   help="also time one full epoch (600 steps, float32) per architecture and phase")
+    return p.parse_args(argv)
+
+
+ARGS = parse_args() if __name__ == "__main__" else None
+if ARGS is not None:
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        os.environ[var] = str(ARGS.threads)
+
+import numpy as np  # noqa: E402  (after the thread environment variables)
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from refvbc import layers, models, priors  # noqa: E402
+from refvbc.arch import GAMMA_ALPHA, GAMMA_BETA, INPUT_SHAPES, N_TRAIN, PI0, get_arch  # noqa: E402
+from refvbc.optim import TABLE3_LR, Adam  # noqa: E402
+from refvbc.train import CpuStepper  # noqa: E402
+
+BATCH = 100
+STEPS_PER_EPOCH = N_TRAIN // BATCH
+PHASE_COEFS = {"vd": dict(tau1=1.0, tau2=0.0), "vdsws": dict(tau1=1.0, tau2=0.02)}
+PHASE_GROUPS = {"vd": ("theta", "bias", "log_sigma2"),
+                "vdsws": ("theta", "bias", "log_sigma2", "mu", "log_lambda", "log_pi")}
+
+
+# ----------------------------------------------------------------------------------------------------
+# problem setup (synthetic data: the step time does not depend on the pixel values)
+# ----------------------------------------------------------------------------------------------------
+
+def make_problem(arch, phase, dtype, seed=0):
+    """Params of a VD (or VD+SWS) model as the training phases build them, one batch, and the noise."""
+    rng = np.random.default_rng(seed)
+    params = models.add_log_sigma2(models.init_params(arch, rng, dtype=dtype), arch)
+    if phase == "vdsws":
+        flat = np.concatenate([params[k].ravel() for k in models.weight_keys(arch)])
+        mu, log_lambda, log_pi = priors.mixture_init(flat, dtype=dtype)
+        params.update({"gmm.mu": mu, "gmm.log_lambda": log_lambda, "gmm.log_pi": log_pi})
+    x = rng.random((BATCH,) + INPUT_SHAPES[arch]).astype(dtype)
+    y = rng.integers(0, 10, BATCH)
+    return params, x, y, rng
+
+
+def make_stepper(device, arch, params, phase):
+    opt = Adam({g: TABLE3_LR[g] for g in PHASE_GROUPS[phase]})
+    coefs = dict(PHASE_COEFS[phase], weight_decay=0.0)
+    if device == "cuda":
+        from refvbc.cuda_train import CudaStepper
+        return CudaStepper(arch, params, opt, coefs, N_TRAIN)
+    return CpuStepper(arch, params, opt, coefs, N_TRAIN)
+
+
+def cuda_unavailable_reason():
+    """None when refvbc.cuda_train.CudaStepper can be used, else a one-line reason."""
+    try:
+        from refvbc.kernels import cuda_available
+        ok, why = cuda_available()
+        if not ok:
+            return why
+        from refvbc.cuda_train import CudaStepper  # noqa: F401
+    except ImportError as e:
+        return f"refvbc.cuda_train is not available ({e})"
+    return None
+
+
+# ----------------------------------------------------------------------------------------------------
+# timing helpers
+# ----------------------------------------------------------------------------------------------------
+
+def time_steps(step, n):
+    ts = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        step()
+        ts.append(time.perf_counter() - t0)
+    return ts
+
+
+class PartTimer:
+    """Wraps the layer / prior / Adam entry points to sum the time spent in each part of the step."""
+
+    PARTS = {
+        "conv": [(layers, "vconv2d_forward"), (layers, "vconv2d_backward")],
+        "dense": [(layers, "vdense_forward"), (layers, "vdense_backward")],
+        "prior": [(priors, "kl_vd"), (priors, "mixture_prior")],
+    }
+
+    def __init__(self):
+        self.t = dict.fromkeys(["conv", "dense", "prior", "adam"], 0.0)
+        self._saved = []
+
+    def _wrap(self, part, mod, name):
+        f = getattr(mod, name)
+        self._saved.append((mod, name, f))
+
+        def timed(*a, **k):
+            t0 = time.perf_counter()
+            try:
+                return f(*a, **k)
+            finally:
+                self.t[part] += time.perf_counter() - t0
+        setattr(mod, name, timed)
+
+    def __enter__(self):
+        for part, entries in self.PARTS.items():
+            for mod, name in entries:
+                self._wrap(part, mod, name)
+        self._wrap("adam", Adam, "step")
+        return self
+
+    def __exit__(self, *exc):
+        for mod, name, f in reversed(self._saved):
+            setattr(mod, name, f)
+
+
+# ----------------------------------------------------------------------------------------------------
+# PyTorch step, written from shared/spec/objective.md (float32, autograd, torch.optim.Adam)
+# ----------------------------------------------------------------------------------------------------
+
+class TorchStep:
+    """A straightforward PyTorch version of the same training step: F.linear / F.conv2d for the mean and
+    variance paths, relu, max_pool2d, cross_entropy, KL_VD elementwise, the mixture log-density with
+    (D, K) temporaries and logsumexp, backward by autograd, torch.optim.Adam with Table-3 rates."""
+
+    K1, K2, K3 = 0.63576, 1.87320, 1.48695
+
+    def __init__(self, torch, arch, params, x, y, phase):
+        self.torch, self.F = torch, torch.nn.functional
+        self.arch, self.phase = arch, phase
+        self.net = get_arch(arch)
+        self.p = {k: torch.tensor(np.asarray(v, dtype=np.float32)).requires_grad_(True)
+                  for k, v in params.items()}
+        self.x = torch.tensor(np.asarray(x, dtype=np.float32))
+        self.y = torch.tensor(y, dtype=torch.int64)
+        groups = {}
+        for k, t in self.p.items():
+            g = k.rsplit(".", 1)[-1]
+            groups.setdefault(g, []).append(t)
+        self.opt = torch.optim.Adam([{"params": ts, "lr": TABLE3_LR[g]} for g, ts in groups.items()
+                                     if g in PHASE_GROUPS[phase]], betas=(0.9, 0.999), eps=1e-8)
+        self.tau1, self.tau2 = PHASE_COEFS[phase]["tau1"], PHASE_COEFS[phase]["tau2"]
+
+    def noise(self, noise_np):
+        return {k: self.torch.from_numpy(np.asarray(v, dtype=np.float32)) for k, v in noise_np.items()}
+
+    def loss(self, noise):
+        torch, F, p = self.torch, self.F, self.p
+        h = self.x
+        kl = 0.0
+        for i, layer in enumerate(self.net):
+            n = layer.name
+            th, s, b = p[f"{n}.theta"], p[f"{n}.log_sigma2"], p[f"{n}.bias"]
+            if layer.kind == "conv":
+                m = F.conv2d(h, th, b)
+                v = F.conv2d(h * h, torch.exp(s))
+            else:
+                if h.dim() == 4:
+                    h = h.reshape(h.shape[0], -1)
+                m = F.linear(h, th, b)
+                v = F.linear(h * h, torch.exp(s))
+            h = m + torch.sqrt(v + 1e-8) * noise[n]
+            if i < len(self.net) - 1:
+                h = torch.relu(h)
+                if layer.kind == "conv":
+                    h = F.max_pool2d(h, 2, 2)
+            la = torch.clamp(s - torch.log(th * th + 1e-8), -10.0, 10.0)
+            kl = kl + (self.K1 - self.K1 * torch.sigmoid(self.K2 + self.K3 * la)
+                       + 0.5 * torch.log1p(torch.exp(-la))).sum()
+        loss = F.cross_entropy(h, self.y) + self.tau1 * kl / N_TRAIN
+        if self.tau2:
+            w = torch.cat([p[f"{l.name}.theta"].reshape(-1) for l in self.net])
+            mu, ll, rho = p["gmm.mu"], p["gmm.log_lambda"], p["gmm.log_pi"]
+            mu = torch.cat([torch.zeros(1), mu[1:]])
+            log_pi = torch.cat([torch.full((1,), float(np.log(PI0))),
+                                float(np.log1p(-PI0)) + torch.log_softmax(rho[1:], dim=0)])
+            lam = torch.exp(ll)
+            d = w[:, None] - mu[None, :]                                           # (D, K)
+            comp = log_pi + 0.5 * ll - 0.5 * float(np.log(2 * np.pi)) - 0.5 * lam * d * d  # (D, K)
+            log_prior = torch.logsumexp(comp, dim=1).sum() + ((GAMMA_ALPHA - 1) * ll - GAMMA_BETA * lam).sum()
+            loss = loss - self.tau2 * log_prior / N_TRAIN
+        return loss
+
+    def step(self, noise):
+        self.opt.zero_grad(set_to_none=True)
+        loss = self.loss(noise)
+        loss.backward()
+        self.opt.step()
+        return float(loss)
+
+
+# ----------------------------------------------------------------------------------------------------
+# measurements
+# ----------------------------------------------------------------------------------------------------
+
+def load_average():
+    try:
+        return "%.2f %.2f %.2f" % os.getloadavg()
+    except OSError:
+        return "n/a"
+
+
+def bench_config(arch, phase, dtype, args, torch):
+    """One row: refvbc (and torch) median s/step, compile time, part shares."""
+    params, x, y, rng = make_problem(arch, phase, dtype)
+    stepper = make_stepper(args.device, arch, params, phase)
+    noises = [models.draw_noise(arch, BATCH, rng, dtype) for _ in range(4)]
+    it = [0]
+
+    def ours():
+        it[0] += 1
+        stepper.step(x, y, noises[it[0] % len(noises)])
+
+    t0 = time.perf_counter()
+    ours()  # JIT compile (or load from numba's cache) + first call
+    first = time.perf_counter() - t0
+    time_steps(ours, args.warmup)
+    tstep = None
+    if torch is not None:
+        tstep = TorchStep(torch, arch, params, x, y, phase)
+        tnoises = [tstep.noise(nz) for nz in noises]
+        tit = [0]
+
+        def theirs():
+            tit[0] += 1
+            tstep.step(tnoises[tit[0] % len(tnoises)])
+        time_steps(theirs, args.warmup + 1)
+    ts_ours, ts_torch, rep_ours, rep_torch = [], [], [], []
+    for _ in range(args.repeat):  # interleaved so that both see the same background load
+        a = time_steps(ours, args.steps)
+        ts_ours += a
+        rep_ours.append(float(np.median(a)))
+        if tstep is not None:
+            b = time_steps(theirs, args.steps)
+            ts_torch += b
+            rep_torch.append(float(np.median(b)))
+    with PartTimer() as pt:
+        tp = time_steps(ours, args.steps)
+    total = sum(tp)
+    shares = {k: v / total for k, v in pt.t.items()}
+    shares["other"] = max(0.0, 1.0 - sum(shares.values()))
+    row = dict(arch=arch, phase=phase, dtype=np.dtype(dtype).name, ours=float(np.median(ts_ours)),
+               ours_spread=(min(rep_ours), max(rep_ours)), first=first, shares=shares)
+    if tstep is not None:
+        row["torch"] = float(np.median(ts_torch))
+        row["torch_spread"] = (min(rep_torch), max(rep_torch))
+    return row
+
+
+def fmt_row(r):
+    s = (f"{r['arch']:<9} {r['phase']:<6} {r['dtype']:<8} {r['ours']:9.4f} "
+         f"[{r['ours_spread'][0]:.4f}-{r['ours_spread'][1]:.4f}] {r['first']:8.2f}  ")
+    s += " ".join(f"{k} {100 * v:4.1f}%" for k, v in r["shares"].items())
+    if "torch" in r:
+        s += (f"  | torch {r['torch']:.4f} [{r['torch_spread'][0]:.4f}-{r['torch_spread'][1]:.4f}]"
+              f"  ratio {r['ours'] / r['torch']:.2f}")
+    return s
+
+
+def bench_noise(arch, torch):
+    rng = np.random.default_rng(1)
+    ts = time_steps(lambda: models.draw_noise(arch, BATCH, rng, np.float32), 10)
+    s = f"noise draw {arch}: numpy {np.median(ts):.4f} s"
+    if torch is not None:
+        shapes = [(BATCH,) + layer.preact_shape for layer in get_arch(arch)]
+        ts = time_steps(lambda: [torch.randn(sh) for sh in shapes], 10)
+        s += f", torch.randn {np.median(ts):.4f} s"
+    return s
+
+
+def bench_epoch(arch, phase, args):
+    params, x, y, rng = make_problem(arch, phase, np.float32)
+    stepper = make_stepper(args.device, arch, params, phase)
+    stepper.step(x, y, models.draw_noise(arch, BATCH, rng, np.float32))  # compile outside the timing
+    xs = rng.random((STEPS_PER_EPOCH * BATCH,) + INPUT_SHAPES[arch]).astype(np.float32)
+    ys = rng.integers(0, 10, STEPS_PER_EPOCH * BATCH)
+    t0 = time.perf_counter()
+    for i in range(STEPS_PER_EPOCH):
+        sl = slice(i * BATCH, (i + 1) * BATCH)
+        stepper.step(xs[sl], ys[sl], models.draw_noise(arch, BATCH, rng, np.float32))
+    stepper.sync()
+    return time.perf_counter() - t0
+
+
+def main(args):
+    torch = None
+    if not args.no_torch:
+        try:
+            import torch
+            torch.set_num_threads(args.torch_threads)
+        except ImportError:
+            print("# torch is not importable: no PyTorch comparison")
+    if args.device == "cuda":
+        why = cuda_unavailable_reason()
+        if why is not None:
+            print(f"# --device cuda unavailable: {why}")
+            return 1
+    import numba
+    archs = ["lenet300", "lenet5"] if args.arch == "all" else [args.arch]
+    phases = ["vd", "vdsws"] if args.phase == "all" else [args.phase]
+    dtypes = [np.float32, np.float64] if args.dtype == "all" else [np.dtype(args.dtype).type]
+    print(f"# refvbc training step, batch {BATCH}, device {args.device}; numba threads "
+          f"{numba.get_num_threads()}, BLAS threads {os.environ.get('OPENBLAS_NUM_THREADS')} "
+          f"(--threads {args.threads}); torch "
+          + (f"{torch.__version__}, {torch.get_num_threads()} threads, float32" if torch else "off"))
+    print(f"# {args.steps} steps x {args.repeat} repeats after {args.warmup} warm-up steps; "
+          f"cpus {os.cpu_count()}; load average at start {load_average()}")
+    print("# columns: arch phase dtype  median s/step [min-max of per-repeat medians]  first-call s "
+          "(JIT compile/cache load)  shares of the step  | torch median s/step  ratio refvbc/torch")
+    for arch in archs:
+        for phase in phases:
+            for dt in dtypes:
+                print(fmt_row(bench_config(arch, phase, dt, args, torch)), flush=True)
+    for arch in archs:
+        print("# " + bench_noise(arch, torch))
+    print(f"# load average at end {load_average()}")
+    if args.epoch:
+        for arch in archs:
+            for phase in phases:
+                sec = bench_epoch(arch, phase, args)
+                print(f"epoch {arch:<9} {phase:<6} float32: {STEPS_PER_EPOCH} steps in {sec:.1f} s "
+                      f"({sec / STEPS_PER_EPOCH:.4f} s/step incl. noise draw; load {load_average()})",
+                      flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(ARGS))
