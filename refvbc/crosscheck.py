@@ -9,15 +9,14 @@ moderate variances (so that every term shows in every gradient), and real MNIST 
 """
 
 import argparse
-import os
 import sys
-import tempfile
 
 import numpy as np
 
 from . import models, priors
 from .arch import GAMMA_ALPHA, GAMMA_BETA, INPUT_SHAPES, N_TRAIN, PI0, get_arch
 from .data import load_mnist
+from .fileio import atomic_savez
 from .objective import loss_and_grads
 
 
@@ -82,17 +81,7 @@ def build(arch, tau2, batch, seed, tau1=1.0, n_data=N_TRAIN):
 
 def write(path, arrays):
     """Write `arrays` to `path` as an uncompressed .npz, atomically (temp file + rename)."""
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=".npz")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    atomic_savez(path, **arrays)
 
 
 def main(argv=None):

@@ -8,12 +8,12 @@ Two compression ratios are reported (see README, "Compression ratios"):
 
 import json
 import os
-import tempfile
 
 import numpy as np
 
 from . import models
 from .arch import get_arch
+from .fileio import atomic_write_bytes
 from .train import PHASE_LABEL, prune_masks
 
 # Table 2 of the paper: (accuracy %, non-zero %, compression ratio).
@@ -23,20 +23,6 @@ PAPER_TABLE2 = {
     "lenet5": {"l2": (99.13, 100.0, 1), "sws": (99.01, 3.6, 84), "vd": (99.09, 0.7, 349),
                "vdsws": (99.14, 0.5, 482)},
 }
-
-
-def atomic_write_text(path, text):
-    """Write text via a temp file + os.replace."""
-    d = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def summarize(arch, method, params, x_test, y_test, out_dir, compress_opts=None):
@@ -86,7 +72,8 @@ def write_results(out_dir, arch, results, extra=None):
     doc = {"arch": arch, "methods": results, "paper_table2": PAPER_TABLE2[arch]}
     if extra:
         doc.update(extra)
-    atomic_write_text(os.path.join(out_dir, "results.json"), json.dumps(doc, indent=2, default=float))
+    atomic_write_bytes(os.path.join(out_dir, "results.json"),
+                       json.dumps(doc, indent=2, default=float).encode())
 
 
 def figures(out_dir, arch, finals):

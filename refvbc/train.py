@@ -16,7 +16,6 @@ Shape legend: x (N, 784) float32 in [0, 1] (reshaped per arch by models.check_in
 
 import json
 import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -25,6 +24,7 @@ import numpy as np
 from . import models, priors
 from .arch import get_arch
 from .data import batches
+from .fileio import atomic_savez
 from .objective import loss_and_grads
 from .optim import TABLE3_LR, Adam
 
@@ -60,24 +60,6 @@ class Config:
 
 class RunError(RuntimeError):
     """A run directory or checkpoint that cannot be used as asked."""
-
-
-def atomic_savez(path, **arrays):
-    """np.savez to a temp file in the same directory, then os.replace: a kill never leaves a
-    half-written file in place of a good one."""
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=".npz")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def save_params(path, arch, params, extra=None):
@@ -271,7 +253,7 @@ class Run:
             stepper = None
             for epoch in range(first, cfg.epochs[phase]):
                 if budget is not None and budget <= 0:
-                    self.log(f"# stopping after the requested number of epochs; continue with --resume")
+                    self.log("# stopping after the requested number of epochs; continue with --resume")
                     return None
                 t0 = time.perf_counter()
                 if stepper is None:

@@ -5,7 +5,7 @@ import pytest
 
 from refvbc import priors
 from refvbc.arch import get_arch, n_weights
-from refvbc.compress import (CompressedModel, accuracy, compress_model, decode, encode, evaluate,
+from refvbc.compress import (accuracy, compress_model, decode, encode, evaluate,
                              format_report, read_rvbc, report, write_rvbc)
 from refvbc.compress.__main__ import main
 from refvbc.compress.cluster import build_codebook, fit_gmm_1d, gmm_argmax

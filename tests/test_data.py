@@ -1,5 +1,4 @@
 """MNIST loading: checksums, IDX parsing, clear errors for missing/truncated/altered files."""
-import gzip
 import os
 import shutil
 

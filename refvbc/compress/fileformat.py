@@ -17,7 +17,6 @@ FormatError (a ValueError). Decoding time and memory are bounded by the architec
 
 import os
 import struct
-import tempfile
 import zlib
 
 import numpy as np
@@ -35,6 +34,7 @@ from refvbc.compress.huffman import (
 )
 from refvbc.compress.model import LAYOUTS, METHODS, CompressedLayer, CompressedModel
 from refvbc.compress.prune import geometry
+from refvbc.fileio import atomic_write_bytes
 from refvbc.kernels.bitpack import MAX_CODE_LEN
 
 MAGIC = b"\x89RVBC\r\n\x1a"
@@ -180,20 +180,7 @@ def encode(cm, stats=None):
 def write_rvbc(path, cm):
     """Write `cm` to `path` atomically (temporary file in the same folder, fsync, os.replace).
     Returns the number of bytes written."""
-    data = encode(cm)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".rvbc-", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return len(data)
+    return atomic_write_bytes(path, encode(cm))
 
 
 # ------------------------------------------------------------------------------------------------- read
