@@ -4,7 +4,7 @@ GPU through numba.cuda, with the interface of refvbc.train.CpuStepper.
 Shape legend
     B                    batch size (buffers are allocated per batch size and reused)
     params / grads / m / v   flat device arrays, one per parameter name (host shapes kept aside)
-    work                 float64 device workspace: scalars (8,) | partials (G,) x 3 | (G, K) x 3 | consts (4K,)
+    work                 float64 device workspace: scalars (8,) | KL, L2 partials (G,) | mixture (G, 1+3K) | consts (4K,)
     scalars              [0] Σ_b CE_b, [1] KL_VD, [2] Σ log GM + Σ log Γ, [3] ½ Σ θ² (all float64)
 
 What a step does, all on the device except the one small copy of the scalars and the logits:
@@ -83,14 +83,13 @@ class CudaStepper:
         G = cuda_common.REDUCE_BLOCKS
         K = params["gmm.mu"].shape[0] if self.has_gmm else 1
         self.K = K
-        sizes = [N_SCALARS, G, G, G, G * K, G * K, G * K, 4 * K]
+        sizes = [N_SCALARS, G, G, cuda_prior.mixture_part_size(K), 4 * K]
         self.work = cuda.device_array(sum(sizes), np.float64)
         views, off = [], 0
         for s in sizes:
             views.append(self.work[off:off + s])
             off += s
-        (self.scalars, self.part_kl, self.part_l2, self.part_lse, self.part_r, self.part_rd,
-         self.part_rd2, self.consts) = views
+        self.scalars, self.part_kl, self.part_l2, self.part_mix, self.consts = views
         self._plans = {}
 
     # ----------------------------------------------------------------------------------------------
@@ -276,8 +275,8 @@ class CudaStepper:
             Pk.mixture_prep(p["gmm.mu"], p["gmm.log_lambda"], p["gmm.log_pi"], PI0, self.consts)
             for l in self.net:
                 Pk.mixture_pass(p[f"{l.name}.theta"], p["gmm.mu"], self.consts, g[f"{l.name}.theta"], s,
-                                self.part_lse, self.part_r, self.part_rd, self.part_rd2)
-            Pk.mixture_finalize(self.part_lse, self.part_r, self.part_rd, self.part_rd2, self.consts,
+                                self.part_mix)
+            Pk.mixture_finalize(self.part_mix, self.consts,
                                 p["gmm.log_lambda"], GAMMA_ALPHA, GAMMA_BETA, s, g["gmm.mu"],
                                 g["gmm.log_lambda"], g["gmm.log_pi"], self.scalars, 2)
         if self.wd:

@@ -235,7 +235,7 @@ def test_kl_vd(dtype, n):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("K", [17, 3])
 def test_mixture_prior(dtype, K):
-    from refvbc.kernels import cuda_common, cuda_prior
+    from refvbc.kernels import cuda_prior
     rng = np.random.default_rng(5)
     thetas = [(0.2 * rng.standard_normal(s)).astype(dtype) for s in [(4, 5), (9,)]]
     mu, ll, lp = priors.mixture_init(thetas, K=K, dtype=dtype)
@@ -244,20 +244,18 @@ def test_mixture_prior(dtype, K):
     ll = (ll + rng.uniform(-1, 1, K)).astype(dtype)
     lp = (lp + rng.uniform(-1, 1, K)).astype(dtype)
     val, dths_w, dmu_w, dll_w, dlp_w = priors.mixture_prior_numpy(thetas, mu, ll, lp)
-    G = cuda_common.REDUCE_BLOCKS
     consts, out = zeros(4 * K, np.float64), zeros(3, np.float64)
-    pl, pr, prd, prd2 = (zeros(G, np.float64), zeros(G * K, np.float64), zeros(G * K, np.float64),
-                         zeros(G * K, np.float64))
+    part = zeros(cuda_prior.mixture_part_size(K), np.float64)
     d_mu = dev(mu)
     cuda_prior.mixture_prep(d_mu, dev(ll), dev(lp), arch_mod.PI0, consts)
     s = -0.25
     d_th = []
     for th in thetas:
         d = zeros(th.shape, dtype)
-        cuda_prior.mixture_pass(dev(th), d_mu, consts, d, s, pl, pr, prd, prd2)
+        cuda_prior.mixture_pass(dev(th), d_mu, consts, d, s, part)
         d_th.append(d)
     dmu, dll, dlp = empty(K, dtype), empty(K, dtype), empty(K, dtype)
-    cuda_prior.mixture_finalize(pl, pr, prd, prd2, consts, dev(ll), arch_mod.GAMMA_ALPHA,
+    cuda_prior.mixture_finalize(part, consts, dev(ll), arch_mod.GAMMA_ALPHA,
                                 arch_mod.GAMMA_BETA, s, dmu, dll, dlp, out, 2)
     close("log prior", host(out, 3)[2], val, dtype)
     for j, (d, th) in enumerate(zip(d_th, thetas)):

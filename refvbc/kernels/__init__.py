@@ -9,7 +9,15 @@ def cuda_available():
         return False, f"numba.cuda cannot be imported ({e})"
     try:
         if not cuda.is_available():
-            return False, "no CUDA GPU or CUDA driver/toolkit found (numba.cuda.is_available() is False)"
+            return False, ("no CUDA GPU or CUDA driver/toolkit found (numba.cuda.is_available() is False); "
+                           "install the GPU extra with `pip install -e .[cuda]`, or set "
+                           "NUMBA_ENABLE_CUDASIM=1 to run on the (slow) CUDA simulator")
     except Exception as e:
         return False, f"CUDA unavailable: {e}"
     return True, ""
+
+
+def cuda_simulator():
+    """True when numba runs CUDA kernels on its Python simulator (NUMBA_ENABLE_CUDASIM=1)."""
+    from numba import config
+    return bool(config.ENABLE_CUDASIM)

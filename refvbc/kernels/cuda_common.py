@@ -21,10 +21,12 @@ SIMULATOR = bool(config.ENABLE_CUDASIM)
 
 if SIMULATOR:
     TPB = 8
+    MIX_TPB = 8
     MAX_BLOCKS = 2
     REDUCE_BLOCKS = 2
 else:
     TPB = 256
+    MIX_TPB = 64  # threads per block of the mixture pass (its shared array holds 1 + 3 KMAX sums per thread)
     MAX_BLOCKS = 4096
     REDUCE_BLOCKS = 256
 

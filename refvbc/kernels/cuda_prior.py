@@ -6,7 +6,7 @@ Shape legend
     K              mixture components (<= KMAX); mu, log_lambda, log_pi (K,)
     G              REDUCE_BLOCKS (cuda_common): blocks of a reduction kernel, one partial row each
     consts         (4, K) float64: lam, half_lam, const, soft (see mixture_prep_kernel)
-    part_*         float64 partial sums: (G,) for scalars, (G, K) for the per-component sums
+    part           float64 partial sums: (G,) for KL and L2; (G, 1 + 3K) for the mixture
 
 Formulas (shared/spec/objective.md, "Terms"; CPU references priors.kl_vd / priors.mixture_prior):
     log α = clip(s - log(θ² + 1e-8), -10, 10) (no gradient outside);
@@ -24,10 +24,11 @@ import math
 import numpy as np
 from numba import cuda
 
-from .cuda_common import REDUCE_BLOCKS, TPB, block_sum, sum_rows_kernel
+from .cuda_common import MIX_TPB, REDUCE_BLOCKS, TPB, block_sum, sum_rows_kernel
 from .mixture import KL_K1, KL_K2, KL_K3, LOG_ALPHA_EPS, LOG_ALPHA_MAX, LOG_ALPHA_MIN
 
-KMAX = 32  # largest number of mixture components the kernels accept (local-array size)
+KMAX = 24  # largest number of mixture components the kernels accept (shared-array size:
+          # MIX_TPB * (1 + 3 KMAX) float64 = 37 KB on a GPU, under the 48 KB limit)
 HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 
 
@@ -114,20 +115,17 @@ def mixture_prep_kernel(mu, log_lambda, log_pi, pi0, consts, K):
 
 
 @cuda.jit
-def mixture_pass_kernel(theta, mu, consts, dtheta, scale, part_lse, part_r, part_rd, part_rd2, n, K):
-    """Fused pass over one layer's weights: part_lse[block] += Σ log GM(θ_i);
-    part_r/rd/rd2[block, k] += Σ r_ik, Σ r_ik d_ik, Σ r_ik d_ik²;  dθ_i += scale * d log GM / dθ_i."""
-    sh = cuda.shared.array(TPB, dtype=np.float64)
-    r_acc = cuda.local.array(KMAX, dtype=np.float64)
-    rd_acc = cuda.local.array(KMAX, dtype=np.float64)
-    rd2_acc = cuda.local.array(KMAX, dtype=np.float64)
+def mixture_pass_kernel(theta, mu, consts, dtheta, scale, part, n, K):
+    """Fused pass over one layer's weights. Adds into row `block` of part (G, 1 + 3K):
+    [Σ log GM(θ_i) | Σ r_ik | Σ r_ik d_ik | Σ r_ik d_ik²];  dθ_i += scale * d log GM / dθ_i.
+    Each thread accumulates its sums in its own row of a shared (MIX_TPB, 1 + 3 KMAX) array; one tree
+    pass reduces all 1 + 3K columns together."""
+    sh = cuda.shared.array((MIX_TPB, 1 + 3 * KMAX), dtype=np.float64)
     lg = cuda.local.array(KMAX, dtype=np.float64)
     tid = cuda.threadIdx.x
-    for k in range(K):
-        r_acc[k] = 0.0
-        rd_acc[k] = 0.0
-        rd2_acc[k] = 0.0
-    acc = 0.0
+    R = 1 + 3 * K
+    for j in range(R):
+        sh[tid, j] = 0.0
     for i in range(cuda.grid(1), n, cuda.gridsize(1)):
         t = np.float64(theta[i])
         mx = -math.inf
@@ -139,66 +137,57 @@ def mixture_pass_kernel(theta, mu, consts, dtheta, scale, part_lse, part_r, part
         for k in range(K):
             se += math.exp(lg[k] - mx)
         lse = mx + math.log(se)
-        acc += lse
+        sh[tid, 0] += lse
         g = 0.0
         for k in range(K):
             d = t - np.float64(mu[k])
             r = math.exp(lg[k] - lse)
             rd = r * d
             g -= rd * consts[k]
-            r_acc[k] += r
-            rd_acc[k] += rd
-            rd2_acc[k] += rd * d
+            sh[tid, 1 + k] += r
+            sh[tid, 1 + K + k] += rd
+            sh[tid, 1 + 2 * K + k] += rd * d
         dtheta[i] += scale * g
+    s = MIX_TPB // 2
+    while s > 0:
+        cuda.syncthreads()
+        if tid < s:
+            for j in range(R):
+                sh[tid, j] += sh[tid + s, j]
+        s //= 2
+    cuda.syncthreads()
     blk = cuda.blockIdx.x
-    sh[tid] = acc
-    block_sum(sh, tid)
-    if tid == 0:
-        part_lse[blk] += sh[0]
-    for k in range(K):
-        cuda.syncthreads()
-        sh[tid] = r_acc[k]
-        block_sum(sh, tid)
-        if tid == 0:
-            part_r[blk * K + k] += sh[0]
-        cuda.syncthreads()
-        sh[tid] = rd_acc[k]
-        block_sum(sh, tid)
-        if tid == 0:
-            part_rd[blk * K + k] += sh[0]
-        cuda.syncthreads()
-        sh[tid] = rd2_acc[k]
-        block_sum(sh, tid)
-        if tid == 0:
-            part_rd2[blk * K + k] += sh[0]
+    for j in range(tid, R, MIX_TPB):
+        part[blk * R + j] += sh[0, j]
 
 
 @cuda.jit
-def mixture_finalize_kernel(part_lse, part_r, part_rd, part_rd2, G, consts, log_lambda,
-                            gamma_alpha, gamma_beta, scale, dmu, dll, dlp, out, slot, K):
-    """One thread. Sums the partial rows in order, then (priors._mixture_param_grads):
-    dμ_k = λ_k Rd_k (dμ_0 = 0);  d log λ_k = ½ R_k - ½ λ_k Rd2_k + (α - 1) - β λ_k;
-    dρ_k = R_k - soft_k Σ_{j>=1} R_j (dρ_0 = 0); each times `scale`, written (not added).
-    out[slot] += Σ_i log GM(θ_i) + Σ_k [(α - 1) log λ_k - β λ_k]."""
+def mixture_finalize_kernel(part, G, consts, log_lambda, gamma_alpha, gamma_beta, scale, dmu, dll, dlp,
+                            out, slot, K):
+    """One thread. Sums the partial rows of part (G, 1 + 3K) in order, then
+    (priors._mixture_param_grads):  dμ_k = λ_k Rd_k (dμ_0 = 0);
+    d log λ_k = ½ R_k - ½ λ_k Rd2_k + (α - 1) - β λ_k;  dρ_k = R_k - soft_k Σ_{j>=1} R_j (dρ_0 = 0);
+    each times `scale`, written (not added).  out[slot] += Σ_i log GM(θ_i) + Σ_k [(α - 1) log λ_k - β λ_k]."""
     if cuda.grid(1) != 0:
         return
+    R = 1 + 3 * K
     total = 0.0
     for g in range(G):
-        total += part_lse[g]
+        total += part[g * R]
     rsum = 0.0
     for k in range(1, K):
         r = 0.0
         for g in range(G):
-            r += part_r[g * K + k]
+            r += part[g * R + 1 + k]
         rsum += r
     for k in range(K):
         r = 0.0
         rd = 0.0
         rd2 = 0.0
         for g in range(G):
-            r += part_r[g * K + k]
-            rd += part_rd[g * K + k]
-            rd2 += part_rd2[g * K + k]
+            r += part[g * R + 1 + k]
+            rd += part[g * R + 1 + K + k]
+            rd2 += part[g * R + 1 + 2 * K + k]
         lam = consts[k]
         ll = np.float64(log_lambda[k])
         total += (gamma_alpha - 1.0) * ll - gamma_beta * lam
@@ -238,13 +227,20 @@ def mixture_prep(mu, log_lambda, log_pi, pi0, consts):
     mixture_prep_kernel[1, 1](mu, log_lambda, log_pi, np.float64(pi0), consts, K)
 
 
-def mixture_pass(theta, mu, consts, dtheta, scale, part_lse, part_r, part_rd, part_rd2):
-    mixture_pass_kernel[REDUCE_BLOCKS, TPB](theta, mu, consts, dtheta, np.float64(scale), part_lse,
-                                            part_r, part_rd, part_rd2, theta.shape[0], mu.shape[0])
+def mixture_part_size(K):
+    """Length of the float64 partial-sum buffer of mixture_pass / mixture_finalize: G (1 + 3K)."""
+    return REDUCE_BLOCKS * (1 + 3 * K)
 
 
-def mixture_finalize(part_lse, part_r, part_rd, part_rd2, consts, log_lambda, gamma_alpha, gamma_beta,
-                     scale, dmu, dll, dlp, out, slot):
-    mixture_finalize_kernel[1, 1](part_lse, part_r, part_rd, part_rd2, REDUCE_BLOCKS, consts, log_lambda,
-                                  np.float64(gamma_alpha), np.float64(gamma_beta), np.float64(scale),
-                                  dmu, dll, dlp, out, slot, log_lambda.shape[0])
+def mixture_pass(theta, mu, consts, dtheta, scale, part):
+    """Adds scale * d log GM / dθ into dtheta and this layer's sums into part (zeroed by the caller
+    before the first layer)."""
+    mixture_pass_kernel[REDUCE_BLOCKS, MIX_TPB](theta, mu, consts, dtheta, np.float64(scale), part,
+                                                theta.shape[0], mu.shape[0])
+
+
+def mixture_finalize(part, consts, log_lambda, gamma_alpha, gamma_beta, scale, dmu, dll, dlp, out, slot):
+    """Writes scale * the mixture-parameter gradients and adds the log-prior value into out[slot]."""
+    mixture_finalize_kernel[1, 1](part, REDUCE_BLOCKS, consts, log_lambda, np.float64(gamma_alpha),
+                                  np.float64(gamma_beta), np.float64(scale), dmu, dll, dlp, out, slot,
+                                  log_lambda.shape[0])
