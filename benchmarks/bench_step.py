@@ -19,7 +19,9 @@ Threads: --threads N sets OPENBLAS_NUM_THREADS, OMP_NUM_THREADS, MKL_NUM_THREADS
 in the environment *before* numpy/numba are imported (threadpoolctl is not a dependency of the
 project). Default 1: on a small shared machine, multithreaded OpenBLAS GEMMs and numba's parallel
 kernels lose a lot more to contention than they gain on these small matrices (see docs/benchmarks.md).
-PyTorch always runs with torch.set_num_threads(--torch-threads, default 2), the issue's reference setup.
+PyTorch runs with torch.set_num_threads(n) for each n of --torch-threads (default "2,1": the issue's
+reference setup, and one thread, which is faster on a loaded machine); the ratio is taken against the
+fastest torch setting, so it never flatters refvbc.
 
 Usage:  python benchmarks/bench_step.py [--arch lenet300|lenet5|all] [--phase vd|vdsws|all]
             [--dtype float32|float64|all] [--steps 30] [--repeat 3] [--threads 1] [--device cpu|cuda]
@@ -44,12 +46,20 @@ def parse_args(argv=None):
                         "timed steps is reported and the spread of per-repeat medians (default 3)")
     p.add_argument("--threads", type=int, default=1,
                    help="numba and BLAS threads, set via environment variables before import (default 1)")
-    p.add_argument("--torch-threads", type=int, default=2, help="torch.set_num_threads (default 2)")
+    p.add_argument("--torch-threads", default="2,1",
+                   help="comma list of torch.set_num_threads values to measure (default 2,1: the issue's "
+                        "setup, and one thread, which is faster on a loaded 2-core machine); the ratio is "
+                        "taken against the fastest")
+    p.add_argument("--torch-budget", type=float, default=4.0,
+                   help="seconds per torch measurement at most: fewer timed steps (>= 3) when a torch step "
+                        "is slow (default 4)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
     p.add_argument("--epoch", action="store_true",
                    help="also time one full epoch (600 steps, float32) per architecture and phase")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    args.torch_thread_list = [int(v) for v in str(args.torch_threads).split(",") if v.strip()]
+    return args
 
 
 ARGS = parse_args() if __name__ == "__main__" else None
@@ -234,7 +244,7 @@ class TorchStep:
         loss = self.loss(noise)
         loss.backward()
         self.opt.step()
-        return float(loss)
+        return float(loss.detach())
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -263,25 +273,30 @@ def bench_config(arch, phase, dtype, args, torch):
     ours()  # JIT compile (or load from numba's cache) + first call
     first = time.perf_counter() - t0
     time_steps(ours, args.warmup)
-    tstep = None
+    tsteps = []
     if torch is not None:
-        tstep = TorchStep(torch, arch, params, x, y, phase)
-        tnoises = [tstep.noise(nz) for nz in noises]
-        tit = [0]
+        for nt in args.torch_thread_list:
+            torch.set_num_threads(nt)
+            ts_ = TorchStep(torch, arch, params, x, y, phase)
+            tn = [ts_.noise(nz) for nz in noises]
+            ctr = [0]
 
-        def theirs():
-            tit[0] += 1
-            tstep.step(tnoises[tit[0] % len(tnoises)])
-        time_steps(theirs, args.warmup + 1)
-    ts_ours, ts_torch, rep_ours, rep_torch = [], [], [], []
+            def theirs(ts_=ts_, tn=tn, ctr=ctr):
+                ctr[0] += 1
+                ts_.step(tn[ctr[0] % len(tn)])
+            w = time_steps(theirs, args.warmup + 1)
+            n = int(max(3, min(args.steps, args.torch_budget / max(w[-1], 1e-6))))
+            tsteps.append((nt, theirs, n, [], []))
+    ts_ours, rep_ours = [], []
     for _ in range(args.repeat):  # interleaved so that both see the same background load
         a = time_steps(ours, args.steps)
         ts_ours += a
         rep_ours.append(float(np.median(a)))
-        if tstep is not None:
-            b = time_steps(theirs, args.steps)
-            ts_torch += b
-            rep_torch.append(float(np.median(b)))
+        for nt, theirs, n, allt, rep in tsteps:
+            torch.set_num_threads(nt)
+            b = time_steps(theirs, n)
+            allt += b
+            rep.append(float(np.median(b)))
     with PartTimer() as pt:
         tp = time_steps(ours, args.steps)
     total = sum(tp)
@@ -289,9 +304,7 @@ def bench_config(arch, phase, dtype, args, torch):
     shares["other"] = max(0.0, 1.0 - sum(shares.values()))
     row = dict(arch=arch, phase=phase, dtype=np.dtype(dtype).name, ours=float(np.median(ts_ours)),
                ours_spread=(min(rep_ours), max(rep_ours)), first=first, shares=shares)
-    if tstep is not None:
-        row["torch"] = float(np.median(ts_torch))
-        row["torch_spread"] = (min(rep_torch), max(rep_torch))
+    row["torch"] = {nt: (float(np.median(allt)), min(rep), max(rep)) for nt, _, _, allt, rep in tsteps}
     return row
 
 
@@ -299,9 +312,11 @@ def fmt_row(r):
     s = (f"{r['arch']:<9} {r['phase']:<6} {r['dtype']:<8} {r['ours']:9.4f} "
          f"[{r['ours_spread'][0]:.4f}-{r['ours_spread'][1]:.4f}] {r['first']:8.2f}  ")
     s += " ".join(f"{k} {100 * v:4.1f}%" for k, v in r["shares"].items())
-    if "torch" in r:
-        s += (f"  | torch {r['torch']:.4f} [{r['torch_spread'][0]:.4f}-{r['torch_spread'][1]:.4f}]"
-              f"  ratio {r['ours'] / r['torch']:.2f}")
+    if r["torch"]:
+        for nt, (med, lo, hi) in r["torch"].items():
+            s += f"  | torch{nt}t {med:.4f} [{lo:.4f}-{hi:.4f}]"
+        best = min(v[0] for v in r["torch"].values())
+        s += f"  ratio {r['ours'] / best:.2f}"
     return s
 
 
@@ -335,7 +350,6 @@ def main(args):
     if not args.no_torch:
         try:
             import torch
-            torch.set_num_threads(args.torch_threads)
         except ImportError:
             print("# torch is not importable: no PyTorch comparison")
     if args.device == "cuda":
@@ -350,11 +364,12 @@ def main(args):
     print(f"# refvbc training step, batch {BATCH}, device {args.device}; numba threads "
           f"{numba.get_num_threads()}, BLAS threads {os.environ.get('OPENBLAS_NUM_THREADS')} "
           f"(--threads {args.threads}); torch "
-          + (f"{torch.__version__}, {torch.get_num_threads()} threads, float32" if torch else "off"))
+          + (f"{torch.__version__}, float32, threads {args.torch_thread_list}" if torch else "off"))
     print(f"# {args.steps} steps x {args.repeat} repeats after {args.warmup} warm-up steps; "
           f"cpus {os.cpu_count()}; load average at start {load_average()}")
     print("# columns: arch phase dtype  median s/step [min-max of per-repeat medians]  first-call s "
-          "(JIT compile/cache load)  shares of the step  | torch median s/step  ratio refvbc/torch")
+          "(JIT compile/cache load)  shares of the step  | torch<n>t median s/step [spread] with n threads  "
+          "ratio refvbc / fastest torch")
     for arch in archs:
         for phase in phases:
             for dt in dtypes:

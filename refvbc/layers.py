@@ -19,7 +19,8 @@ conv(x⊙x, exp s),  y = m + sqrt(v + 1e-8) ⊙ ε.
 
 Convolutions run on the numba kernels of refvbc/kernels/conv.py (im2col/col2im, fused transposes) with the
 GEMMs in BLAS (np.dot on contiguous arrays). The variational conv shares one im2col pass between the mean
-and the variance path: im2col(x⊙x) = im2col(x) ⊙ im2col(x).
+and the variance path: im2col(x⊙x) = im2col(x) ⊙ im2col(x); it works in the (K, B*P) "columns" layout
+(kernels/conv.py), where every copy between layouts runs over contiguous runs of memory.
 """
 
 import numpy as np
@@ -213,35 +214,36 @@ def vconv2d_forward(x, theta, log_sigma2, b, eps):
     eps = np.ascontiguousarray(eps)
     th2 = np.ascontiguousarray(theta).reshape(F, -1)
     es2 = np.exp(log_sigma2).reshape(F, -1)
-    cols, cols_sq = _k.im2col_pair_numba(x, kh, kw, True)     # one pass: im2col(x), im2col(x)⊙im2col(x)
-    m_rows = np.dot(cols, th2.T)                                # (B*P, F)
-    v_rows = np.dot(cols_sq, es2.T)                             # (B*P, F)
-    y, std = _k.vconv_output_numba(m_rows, v_rows, np.ascontiguousarray(b), eps, dtype.type(_JITTER))
-    return y, (x, cols, cols_sq, th2, es2, eps, std, theta.shape)
+    # one pass: im2col(x) and im2col(x)⊙im2col(x), in the (K, B*P) "columns" layout (see kernels/conv.py)
+    colsT, colsT_sq = _k.im2col_t_pair_numba(x, kh, kw, True)
+    m_t = np.dot(th2, colsT)                                    # (F, B*P), BLAS
+    v_t = np.dot(es2, colsT_sq)                                 # (F, B*P)
+    y, std = _k.vconv_output_t_numba(m_t, v_t, np.ascontiguousarray(b), eps, dtype.type(_JITTER))
+    return y, (x, colsT, colsT_sq, th2, es2, eps, std, theta.shape)
 
 
 def vconv2d_backward(dout, cache, need_dx=True):
-    """Gradients of vconv2d_forward. With dm = dy and dv = dy ⊙ ε / (2 std), in rows layout (B*P, F):
-    dθ = dmᵀ cols, d(log σ²) = exp(s) ⊙ (dvᵀ cols_sq), db = Σ dm,
-    dx = col2im(dm θ) + 2x ⊙ col2im(dv exp(s)).
+    """Gradients of vconv2d_forward. With dm = dy and dv = dy ⊙ ε / (2 std), in the columns layout (F, B*P):
+    dθ = dm colsTᵀ, d(log σ²) = exp(s) ⊙ (dv colsT_sqᵀ), db = Σ dm,
+    dx = col2im(θᵀ dm) + 2x ⊙ col2im(exp(s)ᵀ dv).
 
     Inputs:  dout (B, F, OH, OW); cache; need_dx.
     Returns: dx (B, C, H, W) or None, dtheta (F, C, kh, kw), dlog_sigma2 (F, C, kh, kw), db (F,).
     """
-    x, cols, cols_sq, th2, es2, eps, std, w_shape = cache
+    x, colsT, colsT_sq, th2, es2, eps, std, w_shape = cache
     fn = "vconv2d_backward"
     _check_dtypes(fn, dout=dout, x=x)
     _check_shape(fn, "dout", dout, eps.shape)
     kh, kw = w_shape[2:]
-    dm, dv = _k.vconv_dout_numba(np.ascontiguousarray(dout), eps, std)   # (B*P, F) each
-    dtheta = np.dot(dm.T, cols).reshape(w_shape)
-    dlog_sigma2 = (es2 * np.dot(dv.T, cols_sq)).reshape(w_shape)
-    db = dm.sum(axis=0)
+    dm, dv = _k.vconv_dout_t_numba(np.ascontiguousarray(dout), eps, std)   # (F, B*P) each
+    dtheta = np.dot(dm, colsT.T).reshape(w_shape)
+    dlog_sigma2 = (es2 * np.dot(dv, colsT_sq.T)).reshape(w_shape)
+    db = dm.sum(axis=1)
     dx = None
     if need_dx:
-        dcols = np.dot(dm, th2)
-        dcols_sq = np.dot(dv, es2)
-        dx = _k.col2im_pair_numba(dcols, dcols_sq, x, kh, kw, True)
+        dcolsT = np.dot(th2.T, dm)                               # (K, B*P)
+        dcolsT_sq = np.dot(es2.T, dv)
+        dx = _k.col2im_t_pair_numba(dcolsT, dcolsT_sq, x, kh, kw, True)
     return dx, dtheta, dlog_sigma2, db
 
 

@@ -25,3 +25,50 @@ def test_vectorizable_log_bad_input_is_nan():
     out = np.zeros_like(bad)
     log_kernel(bad, out)
     assert np.all(np.isnan(out)), f"expected nan for {bad}, got {out}"
+
+
+# ----------------------------------------------------------------------------------------------------
+# "columns" layout conv kernels (refvbc/kernels/conv.py) against their NumPy references
+# ----------------------------------------------------------------------------------------------------
+
+import pytest  # noqa: E402
+
+from refvbc.kernels import conv as K  # noqa: E402
+
+CONV_SHAPES = [(2, 1, 8, 8, 3, 5, 5), (3, 4, 7, 6, 5, 3, 2), (1, 2, 5, 5, 1, 5, 5)]  # B, C, H, W, F, kh, kw
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", CONV_SHAPES)
+def test_columns_layout_kernels_match_numpy(shape, dtype):
+    B, C, H, W, F, kh, kw = shape
+    rng = np.random.default_rng(sum(shape))
+    x = rng.standard_normal((B, C, H, W)).astype(dtype)
+    OH, OW = H - kh + 1, W - kw + 1
+    Kc, BP = C * kh * kw, B * OH * OW
+    tol = 1e-6 if dtype == np.float32 else 1e-14
+    cT, cTs = K.im2col_t_pair_numba(x, kh, kw, True)
+    ref = K.im2col_t_numpy(x, kh, kw)
+    np.testing.assert_array_equal(cT, ref, err_msg="im2col_t")
+    np.testing.assert_array_equal(cTs, ref * ref, err_msg="im2col_t squared")
+    assert K.im2col_t_pair_numba(x, kh, kw, False)[1].shape == (0, BP)
+    d1 = rng.standard_normal((Kc, BP)).astype(dtype)
+    d2 = rng.standard_normal((Kc, BP)).astype(dtype)
+    got = K.col2im_t_pair_numba(d1, d2, x, kh, kw, True)
+    np.testing.assert_allclose(got, K.col2im_t_pair_numpy(d1, d2, x, kh, kw), rtol=tol, atol=tol,
+                               err_msg="col2im_t_pair")
+    got1 = K.col2im_t_pair_numba(d1, d2, x, kh, kw, False)
+    np.testing.assert_allclose(got1, K.col2im_numpy(d1.T, x.shape, kh, kw), rtol=tol, atol=tol)
+    m = rng.standard_normal((F, BP)).astype(dtype)
+    v = rng.random((F, BP)).astype(dtype)
+    b = rng.standard_normal(F).astype(dtype)
+    eps = rng.standard_normal((B, F, OH, OW)).astype(dtype)
+    y, std = K.vconv_output_t_numba(m, v, b, eps, dtype(1e-8))
+    yr, sr = K.vconv_output_t_numpy(m, v, b, eps, dtype(1e-8))
+    np.testing.assert_allclose(y, yr, rtol=tol, atol=tol, err_msg="vconv_output_t y")
+    np.testing.assert_allclose(std, sr, rtol=tol, atol=tol, err_msg="vconv_output_t std")
+    dy = rng.standard_normal((B, F, OH, OW)).astype(dtype)
+    dm, dv = K.vconv_dout_t_numba(dy, eps, std)
+    dmr, dvr = K.vconv_dout_t_numpy(dy, eps, std)
+    np.testing.assert_array_equal(dm, dmr, err_msg="vconv_dout_t dm")
+    np.testing.assert_allclose(dv, dvr, rtol=tol, atol=tol, err_msg="vconv_dout_t dv")

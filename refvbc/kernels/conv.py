@@ -262,6 +262,155 @@ def vconv_dout_numpy(dy, eps, std):
 
 
 # ----------------------------------------------------------------------------------------------------
+# "columns" layout for the variational conv (the fast path of layers.vconv2d_*)
+#
+#   colsT   (K, B*P): the transpose of cols; column b*P + oh*OW + ow holds the receptive field of output
+#           position (b, oh, ow). With it the pre-activation comes out of the GEMM w2 (F, K) @ colsT as
+#           (F, B*P), whose rows are contiguous (b, :, :) images, so every copy between layouts, and the
+#           im2col / col2im themselves, run over contiguous OW- or P-long runs (vectorized loads and
+#           stores) instead of scattering single elements as the rows layout does.
+# ----------------------------------------------------------------------------------------------------
+
+@numba.njit(**_NJIT_PAR)
+def im2col_t_pair_numba(x, kh, kw, want_sq):
+    """colsT = im2col(x).T and, when want_sq, colsT_sq = colsT ⊙ colsT in the same pass.
+
+    Inputs:  x (B, C, H, W) contiguous; kh, kw; want_sq bool.
+    Returns: colsT (K, B*P), colsT_sq (K, B*P) (shape (0, B*P) when not want_sq).
+    Parallel over the K rows (each iteration writes its own row).
+    """
+    B, C, H, W = x.shape
+    OH = H - kh + 1
+    OW = W - kw + 1
+    P = OH * OW
+    K = C * kh * kw
+    colsT = np.empty((K, B * P), dtype=x.dtype)
+    colsT_sq = np.empty((K if want_sq else 0, B * P), dtype=x.dtype)
+    for k in prange(K):
+        c = k // (kh * kw)
+        ij = k - c * (kh * kw)
+        i = ij // kw
+        j = ij - i * kw
+        for b in range(B):
+            for oh in range(OH):
+                q = b * P + oh * OW
+                for ow in range(OW):
+                    colsT[k, q + ow] = x[b, c, oh + i, ow + j]
+                if want_sq:
+                    for ow in range(OW):
+                        v = x[b, c, oh + i, ow + j]
+                        colsT_sq[k, q + ow] = v * v
+    return colsT, colsT_sq
+
+
+def im2col_t_numpy(x, kh, kw):
+    """Reference for im2col_t_pair_numba: im2col_numpy(x).T, contiguous (K, B*P)."""
+    return np.ascontiguousarray(im2col_numpy(x, kh, kw).T)
+
+
+@numba.njit(**_NJIT_PAR)
+def col2im_t_pair_numba(dcolsT, dcolsT_sq, x, kh, kw, with_sq):
+    """Adjoint of im2col_t_pair_numba: dx = col2im(dcolsT) + 2 x ⊙ col2im(dcolsT_sq) (the second term
+    only when with_sq), with dcolsT, dcolsT_sq in the (K, B*P) layout.
+
+    Inputs:  dcolsT (K, B*P); dcolsT_sq (K, B*P) or unused; x (B, C, H, W); kh, kw; with_sq bool.
+    Returns: dx (B, C, H, W), dcolsT's dtype.
+    Parallel over b: each iteration accumulates into its own dx[b] (no races).
+    """
+    B, C, H, W = x.shape
+    OH = H - kh + 1
+    OW = W - kw + 1
+    P = OH * OW
+    dx = np.zeros((B, C, H, W), dtype=dcolsT.dtype)
+    for b in prange(B):
+        acc_sq = np.zeros((C, H, W) if with_sq else (1, 1, 1), dtype=dcolsT.dtype)
+        for c in range(C):
+            for i in range(kh):
+                for j in range(kw):
+                    k = (c * kh + i) * kw + j
+                    for oh in range(OH):
+                        q = b * P + oh * OW
+                        for ow in range(OW):
+                            dx[b, c, oh + i, ow + j] += dcolsT[k, q + ow]
+                        if with_sq:
+                            for ow in range(OW):
+                                acc_sq[c, oh + i, ow + j] += dcolsT_sq[k, q + ow]
+        if with_sq:
+            for c in range(C):
+                for h in range(H):
+                    for w_ in range(W):
+                        dx[b, c, h, w_] += 2 * x[b, c, h, w_] * acc_sq[c, h, w_]
+    return dx
+
+
+def col2im_t_pair_numpy(dcolsT, dcolsT_sq, x, kh, kw):
+    """Reference for col2im_t_pair_numba with with_sq=True."""
+    return col2im_pair_numpy(dcolsT.T, dcolsT_sq.T, x, kh, kw)
+
+
+@numba.njit(**_NJIT_PAR)
+def vconv_output_t_numba(m_t, v_t, b, eps, jitter):
+    """Local reparameterization output (spec "Variational layer") from the (F, B*P) GEMM results:
+    y[n, f] = m_t[f, n*P:(n+1)*P] + b[f] + sqrt(v_t[f, ...] + jitter) ⊙ eps[n, f].
+
+    Inputs:  m_t, v_t (F, B*P); b (F,); eps (B, F, OH, OW) contiguous; jitter scalar of the dtype.
+    Returns: y (B, F, OH, OW), std = sqrt(v + jitter) (B, F, OH, OW).
+    """
+    B, F, OH, OW = eps.shape
+    P = OH * OW
+    y = np.empty((B, F, OH, OW), dtype=m_t.dtype)
+    std = np.empty((B, F, OH, OW), dtype=m_t.dtype)
+    y2 = y.reshape(B, F, P)
+    s2 = std.reshape(B, F, P)
+    e2 = eps.reshape(B, F, P)
+    for n in prange(B):
+        for f in range(F):
+            bf = b[f]
+            q = n * P
+            for p in range(P):
+                s = np.sqrt(v_t[f, q + p] + jitter)
+                s2[n, f, p] = s
+                y2[n, f, p] = (m_t[f, q + p] + bf) + s * e2[n, f, p]
+    return y, std
+
+
+def vconv_output_t_numpy(m_t, v_t, b, eps, jitter):
+    """Reference for vconv_output_t_numba."""
+    return vconv_output_numpy(np.ascontiguousarray(m_t.T), np.ascontiguousarray(v_t.T), b, eps, jitter)
+
+
+@numba.njit(**_NJIT_PAR)
+def vconv_dout_t_numba(dy, eps, std):
+    """Backward of y = m + std ⊙ ε into the (F, B*P) layout: dm = dy, dv = dy ⊙ ε / (2 std).
+
+    Inputs:  dy, eps, std (B, F, OH, OW) contiguous.
+    Returns: dm_t, dv_t (F, B*P).
+    Parallel over f: each iteration writes its own rows.
+    """
+    B, F, OH, OW = dy.shape
+    P = OH * OW
+    dm = np.empty((F, B * P), dtype=dy.dtype)
+    dv = np.empty((F, B * P), dtype=dy.dtype)
+    d2 = dy.reshape(B, F, P)
+    e2 = eps.reshape(B, F, P)
+    s2 = std.reshape(B, F, P)
+    for f in prange(F):
+        for n in range(B):
+            q = n * P
+            for p in range(P):
+                g = d2[n, f, p]
+                dm[f, q + p] = g
+                dv[f, q + p] = g * e2[n, f, p] / (2 * s2[n, f, p])
+    return dm, dv
+
+
+def vconv_dout_t_numpy(dy, eps, std):
+    """Reference for vconv_dout_t_numba."""
+    dm, dv = vconv_dout_numpy(dy, eps, std)
+    return np.ascontiguousarray(dm.T), np.ascontiguousarray(dv.T)
+
+
+# ----------------------------------------------------------------------------------------------------
 # Independent NumPy references for the whole deterministic convolution (no im2col)
 # ----------------------------------------------------------------------------------------------------
 
