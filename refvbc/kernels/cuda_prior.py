@@ -29,6 +29,7 @@ from .mixture import KL_K1, KL_K2, KL_K3, LOG_ALPHA_EPS, LOG_ALPHA_MAX, LOG_ALPH
 
 KMAX = 24  # largest number of mixture components the kernels accept (shared-array size:
           # MIX_TPB * (1 + 3 KMAX) float64 = 37 KB on a GPU, under the 48 KB limit)
+MIX_COLS = 1 + 3 * KMAX  # columns of the mixture pass's shared array (a compile-time constant)
 HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 
 
@@ -120,7 +121,7 @@ def mixture_pass_kernel(theta, mu, consts, dtheta, scale, part, n, K):
     [Σ log GM(θ_i) | Σ r_ik | Σ r_ik d_ik | Σ r_ik d_ik²];  dθ_i += scale * d log GM / dθ_i.
     Each thread accumulates its sums in its own row of a shared (MIX_TPB, 1 + 3 KMAX) array; one tree
     pass reduces all 1 + 3K columns together."""
-    sh = cuda.shared.array((MIX_TPB, 1 + 3 * KMAX), dtype=np.float64)
+    sh = cuda.shared.array((MIX_TPB, MIX_COLS), dtype=np.float64)
     lg = cuda.local.array(KMAX, dtype=np.float64)
     tid = cuda.threadIdx.x
     R = 1 + 3 * K
