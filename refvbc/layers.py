@@ -262,7 +262,8 @@ def relu_backward(dout, cache):
     x = cache
     _check_dtypes("relu_backward", dout=dout, x=x)
     _check_shape("relu_backward", "dout", dout, x.shape)
-    return np.where(x > 0, dout, 0).astype(dout.dtype, copy=False)
+    return _k.relu_backward_numba(np.ascontiguousarray(dout).reshape(-1),
+                                  np.ascontiguousarray(x).reshape(-1)).reshape(x.shape)
 
 
 def maxpool2x2_forward(x):

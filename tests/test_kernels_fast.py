@@ -72,3 +72,14 @@ def test_columns_layout_kernels_match_numpy(shape, dtype):
     dmr, dvr = K.vconv_dout_t_numpy(dy, eps, std)
     np.testing.assert_array_equal(dm, dmr, err_msg="vconv_dout_t dm")
     np.testing.assert_allclose(dv, dvr, rtol=tol, atol=tol, err_msg="vconv_dout_t dv")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu_backward_kernel_matches_numpy(dtype):
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal(1000).astype(dtype)
+    x[::7] = 0.0
+    d = rng.standard_normal(1000).astype(dtype)
+    got = K.relu_backward_numba(d, x)
+    assert got.dtype == dtype
+    np.testing.assert_array_equal(got, K.relu_backward_numpy(d, x))

@@ -445,6 +445,27 @@ def conv2d_backward_numpy(dout, x, w):
 
 
 # ----------------------------------------------------------------------------------------------------
+# ReLU backward
+# ----------------------------------------------------------------------------------------------------
+
+@numba.njit(**_NJIT)
+def relu_backward_numba(dout, x):
+    """dx = dout where x > 0, else 0, in one pass (no boolean temporary, no dtype conversion).
+
+    Inputs:  dout, x (N,) flat contiguous, same dtype.  Returns: dx (N,).
+    """
+    dx = np.empty_like(dout)
+    for i in range(dout.shape[0]):
+        dx[i] = dout[i] if x[i] > 0 else 0.0
+    return dx
+
+
+def relu_backward_numpy(dout, x):
+    """Reference for relu_backward_numba."""
+    return np.where(x > 0, dout, 0).astype(dout.dtype, copy=False)
+
+
+# ----------------------------------------------------------------------------------------------------
 # 2x2 / stride-2 max-pooling
 # ----------------------------------------------------------------------------------------------------
 

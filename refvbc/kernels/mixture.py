@@ -244,7 +244,7 @@ def _mixture_chunk(theta, mu, lam, half_lam, const, dtheta, start, stop, resp, r
 
     Per weight: d_k = theta - mu_k, l_k = const_k - 0.5 lambda_k d_k^2, log GM = max_k l_k + log sum_k
     exp(l_k - max), r_k = exp(l_k - max) / sum, dtheta = -sum_k r_k lambda_k d_k.
-    One exp per component per weight, one log per weight.
+    One exp per component per weight, one log per weight (the inlined ``_exp`` / ``_log``).
 
     Layout for SIMD: weights go in blocks of BLOCK; every loop runs over the block's weights j for a
     fixed component k, so it has no loop-carried dependency and LLVM vectorizes it (the (K, BLOCK)
@@ -283,7 +283,7 @@ def _mixture_chunk(theta, mu, lam, half_lam, const, dtheta, start, stop, resp, r
                 L[k, j] = e
                 ssum[j] += e
         for j in range(nb):
-            lse_acc += mx[j] + np.log(ssum[j])
+            lse_acc += mx[j] + _log(ssum[j])  # ssum >= 1: in _log's domain
             ssum[j] = 1.0 / ssum[j]
         for k in range(K):
             mk = mu[k]
