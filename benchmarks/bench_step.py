@@ -55,6 +55,9 @@ def parse_args(argv=None):
                         "is slow (default 4)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
+    p.add_argument("--mallopt", action="store_true",
+                   help="keep freed memory in glibc's heap (mallopt M_MMAP_THRESHOLD / M_TRIM_THRESHOLD = 1 GiB) "
+                        "so that the step's large temporaries are not page-faulted in afresh every step")
     p.add_argument("--epoch", action="store_true",
                    help="also time one full epoch (600 steps, float32) per architecture and phase")
     args = p.parse_args(argv)
@@ -126,13 +129,26 @@ def cuda_unavailable_reason():
 # timing helpers
 # ----------------------------------------------------------------------------------------------------
 
+CPU_TIMES = []  # process CPU seconds of every timed step (all threads), beside the wall times
+
+
 def time_steps(step, n):
     ts = []
     for _ in range(n):
+        c0 = time.process_time()
         t0 = time.perf_counter()
         step()
         ts.append(time.perf_counter() - t0)
+        CPU_TIMES.append(time.process_time() - c0)
     return ts
+
+
+def tune_malloc():
+    """glibc only: serve large allocations from the heap and do not trim it (see --mallopt)."""
+    import ctypes
+    libc = ctypes.CDLL("libc.so.6")
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+    return bool(libc.mallopt(M_MMAP_THRESHOLD, 1 << 30)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 1 << 30))
 
 
 class PartTimer:
@@ -287,15 +303,16 @@ def bench_config(arch, phase, dtype, args, torch):
             w = time_steps(theirs, args.warmup + 1)
             n = int(max(3, min(args.steps, args.torch_budget / max(w[-1], 1e-6))))
             tsteps.append((nt, theirs, n, [], []))
-    ts_ours, rep_ours = [], []
+    ts_ours, rep_ours, cpu_ours = [], [], []
     for _ in range(args.repeat):  # interleaved so that both see the same background load
         a = time_steps(ours, args.steps)
+        cpu_ours += CPU_TIMES[-len(a):]
         ts_ours += a
         rep_ours.append(float(np.median(a)))
         for nt, theirs, n, allt, rep in tsteps:
             torch.set_num_threads(nt)
             b = time_steps(theirs, n)
-            allt += b
+            allt += [(w_, c_) for w_, c_ in zip(b, CPU_TIMES[-len(b):])]
             rep.append(float(np.median(b)))
     with PartTimer() as pt:
         tp = time_steps(ours, args.steps)
@@ -303,18 +320,21 @@ def bench_config(arch, phase, dtype, args, torch):
     shares = {k: v / total for k, v in pt.t.items()}
     shares["other"] = max(0.0, 1.0 - sum(shares.values()))
     row = dict(arch=arch, phase=phase, dtype=np.dtype(dtype).name, ours=float(np.median(ts_ours)),
+               cpu=float(np.median(cpu_ours)),
                ours_spread=(min(rep_ours), max(rep_ours)), first=first, shares=shares)
-    row["torch"] = {nt: (float(np.median(allt)), min(rep), max(rep)) for nt, _, _, allt, rep in tsteps}
+    row["torch"] = {nt: (float(np.median([w_ for w_, _ in allt])), min(rep), max(rep),
+                         float(np.median([c_ for _, c_ in allt]))) for nt, _, _, allt, rep in tsteps}
+    row["cpu"] = float(np.median(cpu_ours))
     return row
 
 
 def fmt_row(r):
     s = (f"{r['arch']:<9} {r['phase']:<6} {r['dtype']:<8} {r['ours']:9.4f} "
-         f"[{r['ours_spread'][0]:.4f}-{r['ours_spread'][1]:.4f}] {r['first']:8.2f}  ")
+         f"[{r['ours_spread'][0]:.4f}-{r['ours_spread'][1]:.4f}] cpu {r['cpu']:.4f} {r['first']:6.2f}  ")
     s += " ".join(f"{k} {100 * v:4.1f}%" for k, v in r["shares"].items())
     if r["torch"]:
-        for nt, (med, lo, hi) in r["torch"].items():
-            s += f"  | torch{nt}t {med:.4f} [{lo:.4f}-{hi:.4f}]"
+        for nt, (med, lo, hi, cpu) in r["torch"].items():
+            s += f"  | torch{nt}t {med:.4f} [{lo:.4f}-{hi:.4f}] cpu {cpu:.4f}"
         best = min(v[0] for v in r["torch"].values())
         s += f"  ratio {r['ours'] / best:.2f}"
     return s
@@ -357,6 +377,8 @@ def main(args):
         if why is not None:
             print(f"# --device cuda unavailable: {why}")
             return 1
+    if args.mallopt:
+        print(f"# mallopt: large temporaries kept in the heap ({'ok' if tune_malloc() else 'FAILED'})")
     import numba
     archs = ["lenet300", "lenet5"] if args.arch == "all" else [args.arch]
     phases = ["vd", "vdsws"] if args.phase == "all" else [args.phase]
@@ -367,7 +389,8 @@ def main(args):
           + (f"{torch.__version__}, float32, threads {args.torch_thread_list}" if torch else "off"))
     print(f"# {args.steps} steps x {args.repeat} repeats after {args.warmup} warm-up steps; "
           f"cpus {os.cpu_count()}; load average at start {load_average()}")
-    print("# columns: arch phase dtype  median s/step [min-max of per-repeat medians]  first-call s "
+    print("# columns: arch phase dtype  median wall s/step [min-max of per-repeat medians]  cpu <median "
+          "process CPU s/step, all threads>  first-call s "
           "(JIT compile/cache load)  shares of the step  | torch<n>t median s/step [spread] with n threads  "
           "ratio refvbc / fastest torch")
     for arch in archs:

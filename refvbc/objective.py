@@ -58,8 +58,11 @@ def loss_and_grads(arch, params, x, y, noise=None, tau1=1.0, tau2=0.0, n_data=N_
             kl, dth, dls = priors.kl_vd(params[f"{n}.theta"], params[f"{n}.log_sigma2"])
             kl_total += kl
             s = tau1 * inv_n
-            grads[f"{n}.theta"] += (s * dth).astype(dth.dtype, copy=False)
-            grads[f"{n}.log_sigma2"] += (s * dls).astype(dls.dtype, copy=False)
+            # dth, dls are fresh arrays of kl_vd: scale them in place (no temporaries)
+            dth *= dth.dtype.type(s)
+            dls *= dls.dtype.type(s)
+            grads[f"{n}.theta"] += dth
+            grads[f"{n}.log_sigma2"] += dls
         parts["kl"] = kl_total
         reg += tau1 * kl_total
 
@@ -72,7 +75,8 @@ def loss_and_grads(arch, params, x, y, noise=None, tau1=1.0, tau2=0.0, n_data=N_
         reg -= tau2 * val
         s = -tau2 * inv_n
         for layer, d in zip(net, dthetas):
-            grads[f"{layer.name}.theta"] += (s * d).astype(d.dtype, copy=False)
+            d *= d.dtype.type(s)  # a fresh array of mixture_prior: scaled in place
+            grads[f"{layer.name}.theta"] += d
         for key, d in zip(GMM_KEYS, (dmu, dll, dlp)):
             grads[key] = (s * d).astype(params[key].dtype, copy=False)
     elif "gmm.mu" in params:

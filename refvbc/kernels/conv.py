@@ -25,8 +25,10 @@ import numba
 import numpy as np
 from numba import prange
 
-_NJIT = dict(cache=True, nogil=True)
-_NJIT_PAR = dict(cache=True, nogil=True, parallel=True)
+# error_model="numpy": divisions carry no ZeroDivisionError branch, which would stop vectorization (the
+# only division, by 2 std, has std >= sqrt(1e-8) > 0).
+_NJIT = dict(cache=True, nogil=True, error_model="numpy")
+_NJIT_PAR = dict(cache=True, nogil=True, parallel=True, error_model="numpy")
 
 
 # ----------------------------------------------------------------------------------------------------
