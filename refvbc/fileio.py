@@ -4,6 +4,7 @@ kill or a full disk never leaves a half-written file in place of a good one."""
 import io
 import os
 import tempfile
+import zipfile
 
 import numpy as np
 
@@ -31,3 +32,20 @@ def atomic_savez(path, **arrays):
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     atomic_write_bytes(path, buf.getvalue())
+
+
+def load_npz(path, what="file"):
+    """All arrays of an .npz archive as a dict (no pickles). Raises ValueError naming `path` when it
+    is missing, not an .npz archive, truncated or holds object arrays."""
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(4)
+    except OSError as e:
+        raise ValueError(f"cannot read {what} {path}: {e.strerror or e}") from None
+    if magic != b"PK\x03\x04":
+        raise ValueError(f"{what} {path} is not an .npz archive (starts with {magic!r})")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: np.array(z[k]) for k in z.files}
+    except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile) as e:
+        raise ValueError(f"{what} {path} is damaged or holds pickled objects: {e}") from None

@@ -24,7 +24,7 @@ import numpy as np
 from . import models, priors
 from .arch import get_arch
 from .data import batches
-from .fileio import atomic_savez
+from .fileio import atomic_savez, load_npz
 from .objective import loss_and_grads
 from .optim import TABLE3_LR, Adam
 
@@ -74,11 +74,11 @@ def save_params(path, arch, params, extra=None):
 def load_params(path):
     """Inverse of save_params -> (arch, params)."""
     try:
-        with np.load(path, allow_pickle=False) as f:
-            arch = str(f["config/arch"])
-            params = {k[len("param/"):]: np.array(f[k]) for k in f.files if k.startswith("param/")}
-    except (OSError, ValueError, KeyError) as e:
+        f = load_npz(path, "parameter file")
+        arch = str(f["config/arch"])
+    except (ValueError, KeyError) as e:
         raise RunError(f"cannot read parameter file {path}: {e}") from None
+    params = {k[len("param/"):]: v for k, v in f.items() if k.startswith("param/")}
     get_arch(arch)
     return arch, params
 
@@ -197,12 +197,12 @@ class Run:
 
     def _read_checkpoint(self):
         try:
-            with np.load(self.ckpt, allow_pickle=False) as f:
-                meta = json.loads(str(f["meta"]))
-                params = {k[6:]: np.array(f[k]) for k in f.files if k.startswith("param/")}
-                adam = {k: np.array(f[k]) for k in f.files if k.startswith("adam.")}
-        except (OSError, ValueError, KeyError) as e:
+            f = load_npz(self.ckpt, "checkpoint")
+            meta = json.loads(str(f["meta"]))
+        except (ValueError, KeyError) as e:
             raise RunError(f"checkpoint {self.ckpt} is unreadable: {e}") from None
+        params = {k[6:]: v for k, v in f.items() if k.startswith("param/")}
+        adam = {k: v for k, v in f.items() if k.startswith("adam.")}
         saved = meta["config"]
         mine = asdict(self.cfg)
         # Epoch counts may change on resume (to extend or shorten a run), except for the phase in

@@ -18,16 +18,14 @@ import numpy as np
 
 from refvbc.compress import (FormatError, accuracy, compress_model, format_report, read_rvbc, report,
                              write_rvbc)
+from refvbc.fileio import load_npz
 
 
 def load_params_npz(path, arch=None):
     """Read PARAMS.npz -> (arch, params dict). Raises ValueError on a missing/odd file."""
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            params = {k[len("param/"):]: np.array(z[k]) for k in z.files if k.startswith("param/")}
-            file_arch = str(z["config/arch"]) if "config/arch" in z.files else None
-    except (OSError, EOFError) as e:
-        raise ValueError(f"{path}: cannot read as .npz ({e})") from None
+    z = load_npz(path, "parameter file")
+    params = {k[len("param/"):]: v for k, v in z.items() if k.startswith("param/")}
+    file_arch = str(z["config/arch"]) if "config/arch" in z else None
     arch = arch or file_arch
     if arch is None:
         raise ValueError(f"{path} has no config/arch; pass --arch")
