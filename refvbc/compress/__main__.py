@@ -2,6 +2,7 @@
 
     python -m refvbc.compress encode PARAMS.npz OUT.rvbc [--arch A] --method M [--offset-bits-dense 5]
                               [--offset-bits-conv 8] [--huffman-offsets] [--layout auto|csr|dense]
+                              [--vd-shared-gmm]
     python -m refvbc.compress decode IN.rvbc OUT.npz    full-shape float32 params (param/<name>, config/arch)
     python -m refvbc.compress eval IN.rvbc [--data DIR] test accuracy on the bundled MNIST
     python -m refvbc.compress info IN.rvbc              the accounting (per layer, totals, both ratios)
@@ -46,6 +47,8 @@ def main(argv=None):
     e.add_argument("--offset-bits-conv", type=int, default=8)
     e.add_argument("--huffman-offsets", action="store_true")
     e.add_argument("--layout", default="auto", choices=["auto", "csr", "dense"])
+    e.add_argument("--vd-shared-gmm", action="store_true",
+                   help="vd: one 64-component GMM over all layers instead of one per layer")
     d = sub.add_parser("decode", help="write the decoded full-shape parameters to OUT.npz")
     d.add_argument("rvbc")
     d.add_argument("out")
@@ -60,7 +63,8 @@ def main(argv=None):
             arch, params = load_params_npz(a.params, a.arch)
             cm = compress_model(arch, params, a.method,
                                 offset_bits={"dense": a.offset_bits_dense, "conv": a.offset_bits_conv},
-                                huffman_offsets=a.huffman_offsets, layout=a.layout)
+                                huffman_offsets=a.huffman_offsets, layout=a.layout,
+                                vd_per_layer=not a.vd_shared_gmm)
             n = write_rvbc(a.out, cm)
             t = report(cm)["total"]
             print(f"wrote {a.out}: {n} bytes, cr_file {t['cr_file']:.1f}, cr_paper {t['cr_paper']:.1f}")

@@ -65,7 +65,7 @@ def _check_params(arch, params, method):
 
 
 def compress_model(arch, params, method, offset_bits=None, huffman_offsets=False, layout="auto",
-                   fold_constants=True):
+                   fold_constants=True, vd_per_layer=True):
     """Cluster, prune and lay out a trained model.
 
     Inputs:  arch "lenet300"/"lenet5"; params flat dict; method in METHODS;
@@ -73,7 +73,9 @@ def compress_model(arch, params, method, offset_bits=None, huffman_offsets=False
              huffman_offsets: Huffman-code the CSR offsets too (Deep Compression; not in the paper);
              layout "csr", "dense" or "auto" (per layer, whichever gives fewer bytes: a dense layer is
              stored as all its kept entries with no offsets, which is what an unpruned L2 layer wants);
-             fold_constants: see refvbc/compress/prune.py.
+             fold_constants: see refvbc/compress/prune.py;
+             vd_per_layer: "vd" method fits its 64-component GMM per layer (True) or once over all
+             layers (False); see cluster.cluster_vd.
     Returns: CompressedModel (validated).
     """
     _check_params(arch, params, method)
@@ -90,7 +92,7 @@ def compress_model(arch, params, method, offset_bits=None, huffman_offsets=False
         codebook, symbols = None, None
         quantized = {n: thetas[n].astype(np.float32) for n in names}
     elif method == "vd":
-        codebook, symbols, quantized = cluster.cluster_vd(thetas, keep)
+        codebook, symbols, quantized = cluster.cluster_vd(thetas, keep, per_layer=vd_per_layer)
     else:
         mu = np.asarray(params["gmm.mu"])
         dt = mu.dtype if mu.dtype in (np.float32, np.float64) else np.float64
