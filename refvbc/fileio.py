@@ -9,6 +9,15 @@ import zipfile
 import numpy as np
 
 
+def _current_umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
 def atomic_write_bytes(path, data):
     """Write `data` (bytes) to `path` atomically. Returns len(data)."""
     folder = os.path.dirname(os.path.abspath(path))
@@ -19,6 +28,7 @@ def atomic_write_bytes(path, data):
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file open()'s usual mode
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

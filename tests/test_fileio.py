@@ -13,6 +13,9 @@ def test_atomic_write_replaces_and_leaves_no_temp(tmp_path):
     atomic_write_bytes(str(p), b"second")
     assert p.read_bytes() == b"second"
     assert os.listdir(p.parent) == ["f.bin"], os.listdir(p.parent)
+    mask = os.umask(0)
+    os.umask(mask)
+    assert p.stat().st_mode & 0o777 == 0o666 & ~mask, oct(p.stat().st_mode)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64])
