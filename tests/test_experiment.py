@@ -145,3 +145,16 @@ def test_resume_may_extend_epochs_but_not_shrink_the_running_phase(tmp_path):
     finals = Run(longer, out, data, log=lines.append).run(resume=True)
     assert "l2" in finals and any("resumed l2 after epoch 1" in l for l in lines), lines
     assert sum(l.startswith("   l2 epoch") for l in lines) == 2, lines
+
+
+@pytest.mark.slow
+def test_quick_lenet5_end_to_end(tmp_path):
+    out = tmp_path / "q5"
+    p = run(["--arch", "lenet5", "--quick", "--out", str(out), "--no-figures"])
+    assert p.returncode == 0, f"lenet5 quick run failed:\n{p.stdout}\n{p.stderr}"
+    res = json.loads((out / "results.json").read_text())
+    assert set(res["methods"]) == {"l2", "sws", "vd", "vdsws"}
+    for m, r in res["methods"].items():
+        assert r["test_acc_compressed"] == r["test_acc_compressed_in_memory"], m
+        want = 32.0 * (430500 + 580) / (8.0 * r["file_bytes"])
+        assert abs(r["ratio_file"] - want) < 1e-9 * want, (m, r["ratio_file"], want)
