@@ -202,64 +202,18 @@ def nchw_to_rows_numpy(d):
     return np.ascontiguousarray(d.transpose(0, 2, 3, 1)).reshape(B * OH * OW, F)
 
 
-@numba.njit(**_NJIT_PAR)
-def vconv_output_numba(m_rows, v_rows, b, eps, jitter):
-    """Local reparameterization output (spec "Variational layer"):
-    y = m + b + sqrt(v + jitter) ⊙ ε, with m, v given in rows layout.
-
-    Inputs:  m_rows, v_rows (B*P, F); b (F,); eps (B, F, OH, OW); jitter scalar of the dtype (1e-8).
-    Returns: y (B, F, OH, OW), std = sqrt(v + jitter) (B, F, OH, OW).
-    """
-    B, F, OH, OW = eps.shape
-    P = OH * OW
-    y = np.empty((B, F, OH, OW), dtype=m_rows.dtype)
-    std = np.empty((B, F, OH, OW), dtype=m_rows.dtype)
-    for n in prange(B):
-        for p in range(P):
-            oh = p // OW
-            ow = p - oh * OW
-            r = n * P + p
-            for f in range(F):
-                s = np.sqrt(v_rows[r, f] + jitter)
-                std[n, f, oh, ow] = s
-                y[n, f, oh, ow] = (m_rows[r, f] + b[f]) + s * eps[n, f, oh, ow]
-    return y, std
-
-
 def vconv_output_numpy(m_rows, v_rows, b, eps, jitter):
-    """Reference for vconv_output_numba."""
+    """Local reparameterization output y = m + b + sqrt(v + jitter) ⊙ ε from rows-layout m, v
+    (B*P, F) -> (y, std) (B, F, OH, OW); the reference behind vconv_output_t_numpy."""
     B, F, OH, OW = eps.shape
     m = rows_to_nchw_bias_numpy(m_rows, b, B, OH, OW)
     std = np.sqrt(rows_to_nchw_bias_numpy(v_rows, np.zeros_like(b), B, OH, OW) + jitter)
     return m + std * eps, std
 
 
-@numba.njit(**_NJIT_PAR)
-def vconv_dout_numba(dy, eps, std):
-    """Backward of y = m + std ⊙ ε, std = sqrt(v + 1e-8), into rows layout:
-    dm = dy, dv = dy ⊙ ε / (2 std).
-
-    Inputs:  dy, eps, std (B, F, OH, OW).
-    Returns: dm_rows, dv_rows (B*P, F).
-    """
-    B, F, OH, OW = dy.shape
-    P = OH * OW
-    dm = np.empty((B * P, F), dtype=dy.dtype)
-    dv = np.empty((B * P, F), dtype=dy.dtype)
-    for n in prange(B):
-        for p in range(P):
-            oh = p // OW
-            ow = p - oh * OW
-            r = n * P + p
-            for f in range(F):
-                g = dy[n, f, oh, ow]
-                dm[r, f] = g
-                dv[r, f] = g * eps[n, f, oh, ow] / (2 * std[n, f, oh, ow])
-    return dm, dv
-
-
 def vconv_dout_numpy(dy, eps, std):
-    """Reference for vconv_dout_numba."""
+    """Backward of y = m + std ⊙ ε into rows layout: dm = dy, dv = dy ⊙ ε / (2 std), each (B*P, F);
+    the reference behind vconv_dout_t_numpy."""
     return nchw_to_rows_numpy(dy), nchw_to_rows_numpy(dy * eps / (2 * std))
 
 
