@@ -113,9 +113,8 @@ def prune_masks(arch, params):
             < LOG_ALPHA_PRUNE for l in get_arch(arch)}
 
 
-def sparsity(arch, params):
-    """Fraction of weights pruned by the alpha >= 19 rule (0.0 for deterministic models)."""
-    masks = prune_masks(arch, params)
+def pruned_fraction(masks):
+    """Fraction of weights that `prune_masks` prunes (0.0 for a deterministic model, masks None)."""
     if masks is None:
         return 0.0
     kept = sum(int(m.sum()) for m in masks.values())
@@ -262,7 +261,7 @@ class Run:
                 masks = prune_masks(cfg.arch, params)
                 test_acc = models.accuracy(cfg.arch, params, self.x_test, self.y_test, masks)
                 rec = dict(phase=phase, epoch=epoch + 1, **means, train_acc=train_acc,
-                           test_acc=test_acc, pruned=sparsity(cfg.arch, params),
+                           test_acc=test_acc, pruned=pruned_fraction(masks),
                            seconds=time.perf_counter() - t0)
                 history.append(rec)
                 self.log(format_epoch(rec))
