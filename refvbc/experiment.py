@@ -11,6 +11,8 @@ import numpy as np
 from . import report
 from .arch import ARCHS
 from .data import DataError, load_mnist
+from .finetune import VARIANTS as FINETUNE_VARIANTS
+from .phases import METHODS, PHASES
 from .train import METHOD_PHASES, Config, Run, RunError
 
 QUICK = dict(n_train=1000, n_test=1000, epochs={"l2": 2, "sws": 1, "vd": 2, "vdsws": 1})
@@ -40,6 +42,31 @@ def build_parser():
         p.add_argument(f"--lr-{g.replace('_', '-')}", type=float, default=v, help=f"Table 3 rate of {g}")
     p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="L2 phase coefficient")
     p.add_argument("--tau2", type=float, default=d.tau2, help="mixture coefficient of sws/vdsws")
+    g = p.add_argument_group("interpretation choices the paper leaves open (docs/objective.md, docs/ablations.md)")
+    g.add_argument("--gamma-alpha", type=float, default=d.gamma_alpha, help="Gamma hyper-prior alpha")
+    g.add_argument("--gamma-beta", type=float, default=d.gamma_beta, help="Gamma hyper-prior beta")
+    g.add_argument("--gamma-param", choices=["rate", "scale"], default=d.gamma_param,
+                   help="read beta as a rate (mode (alpha-1)/beta) or a scale (mode (alpha-1)*beta)")
+    g.add_argument("--lr-decay-from", type=float, default=d.lr_decay_from, metavar="FRAC",
+                   help="sws/vdsws: Adam rates decay linearly to 0 from this fraction of the phase on")
+    g.add_argument("--tau2-final", type=float, default=d.tau2_final,
+                   help="sws/vdsws: raise tau2 linearly to this value over the end of the phase")
+    g.add_argument("--tau2-ramp-from", type=float, default=d.tau2_ramp_from, metavar="FRAC",
+                   help="where the tau2 ramp starts, as a fraction of the phase (default %(default)s)")
+    g.add_argument("--mask-pruned", action="store_true",
+                   help="vdsws: weights with alpha >= 19 are zero in the training forward pass")
+    g.add_argument("--no-prune-first", action="store_true",
+                   help="compression of vdsws: no dropout-rate pruning before the mixture argmax")
+    g.add_argument("--merge-kl", type=float, default=None,
+                   help="compression of sws/vdsws: merge mixture components closer than this KL first")
+    g.add_argument("--finetune", choices=FINETUNE_VARIANTS, default="none",
+                   help="beyond the paper: after the collapse, re-train the biases (and the cluster "
+                        "means) with assignments fixed; writes <method>-finetuned.rvbc beside the faithful file")
+    g.add_argument("--finetune-epochs", type=int, default=3)
+    g.add_argument("--finetune-lr", type=float, default=1e-4)
+    p.add_argument("--init-from", default=None, metavar="DIR_OR_FILE",
+                   help="start from saved phase models (<phase>.npz in a directory, or one file): "
+                        "phases found there are not trained again")
     p.add_argument("--max-epochs", type=int, default=None,
                    help="stop cleanly after this many epochs in this invocation (resume later)")
     p.add_argument("--data", default=None, help="directory with the MNIST .gz files and SHA256SUMS")
@@ -50,7 +77,10 @@ def build_parser():
 
 def config_from_args(a):
     cfg = Config(arch=a.arch, method=a.method, seed=a.seed, batch_size=a.batch_size, lr_l2=a.lr_l2,
-                 weight_decay=a.weight_decay, tau2=a.tau2)
+                 weight_decay=a.weight_decay, tau2=a.tau2, gamma_alpha=a.gamma_alpha,
+                 gamma_beta=a.gamma_beta, gamma_param=a.gamma_param, lr_decay_from=a.lr_decay_from,
+                 tau2_final=a.tau2_final, tau2_ramp_from=a.tau2_ramp_from, mask_pruned=a.mask_pruned,
+                 init_from=a.init_from)
     cfg.lrs = {g: getattr(a, f"lr_{g}") for g in cfg.lrs}
     if a.quick:
         cfg.n_train, cfg.n_test = QUICK["n_train"], QUICK["n_test"]
@@ -60,6 +90,11 @@ def config_from_args(a):
         if v is not None:
             cfg.epochs[ph] = v
     return cfg
+
+
+def compress_options(a):
+    """Options of the compression step (recorded in results.json)."""
+    return {"prune_first": not a.no_prune_first, "merge_kl": a.merge_kl}
 
 
 def validate(p, a):
@@ -72,6 +107,19 @@ def validate(p, a):
     for name, v in vars(a).items():
         if name.startswith("lr_") and not (v >= 0 and np.isfinite(v)):
             p.error(f"--{name.replace('_', '-')} must be a finite non-negative number, got {v}")
+    for name in ("lr_decay_from", "tau2_ramp_from"):
+        v = getattr(a, name)
+        if v is not None and not (0.0 <= v < 1.0):
+            p.error(f"--{name.replace('_', '-')} must lie in [0, 1), got {v}")
+    for name, low, what in (("gamma_alpha", 0.0, "positive"), ("gamma_beta", 0.0, "positive"),
+                            ("tau2", None, "non-negative"), ("tau2_final", None, "non-negative")):
+        v = getattr(a, name)
+        if v is not None and not (np.isfinite(v) and (v >= 0 if low is None else v > low)):
+            p.error(f"--{name.replace('_', '-')} must be a finite {what} number, got {v}")
+    if a.merge_kl is not None and not (a.merge_kl >= 0 and np.isfinite(a.merge_kl)):
+        p.error(f"--merge-kl must be a finite non-negative number, got {a.merge_kl}")
+    if a.finetune_epochs < 1 or not (a.finetune_lr > 0 and np.isfinite(a.finetune_lr)):
+        p.error("--finetune-epochs must be >= 1 and --finetune-lr a positive number")
     if a.max_epochs is not None and a.max_epochs < 1:
         p.error(f"--max-epochs must be >= 1, got {a.max_epochs}")
 
@@ -120,11 +168,18 @@ def main(argv=None):
             return 0
         train_s = time.perf_counter() - t0
         results = {}
-        for m in ("l2", "sws", "vd", "vdsws"):
+        copts = compress_options(a)
+        for m in METHODS:
             if m in finals:
-                results[m] = report.summarize(a.arch, m, finals[m], data[2], data[3], out)
+                results[m] = report.summarize(a.arch, m, finals[m], data[2], data[3], out, copts)
+                if a.finetune != "none" and PHASES[m].mixture:
+                    ft = dict(variant=a.finetune, epochs=a.finetune_epochs, lr=a.finetune_lr,
+                              seed=a.seed, x=data[0], y=data[1], log=log)
+                    results[f"{m}-finetuned"] = report.summarize(a.arch, m, finals[m], data[2], data[3],
+                                                                 out, copts, finetune=ft)
         report.write_results(out, a.arch, results, extra={"train_seconds_this_invocation": train_s,
-                                                          "config": vars(cfg)})
+                                                          "config": vars(cfg), "compress": copts,
+                                                          "finetune": a.finetune})
         log(report.table2(a.arch, results))
         if not a.no_figures:
             for f in report.figures(out, a.arch, finals):

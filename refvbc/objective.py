@@ -21,11 +21,31 @@ from .arch import GAMMA_ALPHA, GAMMA_BETA, N_TRAIN, PI0, get_arch
 GMM_KEYS = ("gmm.mu", "gmm.log_lambda", "gmm.log_pi")
 
 
+MASKED_LOG_SIGMA2 = -1e4  # exp() of it is exactly 0 in float32 and float64
+
+
+def _masked_params(net, params):
+    """Keep-masks of the pruning rule and a params dict whose pruned weights have theta = 0 and
+    sigma^2 = 0 (log sigma^2 = MASKED_LOG_SIGMA2), for the masked forward pass."""
+    masks, out = {}, dict(params)
+    for layer in net:
+        th, ls = params[f"{layer.name}.theta"], params[f"{layer.name}.log_sigma2"]
+        m = priors.keep_mask(th, ls)
+        masks[layer.name] = m
+        out[f"{layer.name}.theta"] = np.where(m, th, 0).astype(th.dtype)
+        out[f"{layer.name}.log_sigma2"] = np.where(m, ls, MASKED_LOG_SIGMA2).astype(ls.dtype)
+    return masks, out
+
+
 def loss_and_grads(arch, params, x, y, noise=None, tau1=1.0, tau2=0.0, n_data=N_TRAIN,
-                   weight_decay=0.0, pi0=PI0, gamma_alpha=GAMMA_ALPHA, gamma_beta=GAMMA_BETA):
+                   weight_decay=0.0, pi0=PI0, gamma_alpha=GAMMA_ALPHA, gamma_beta=GAMMA_BETA,
+                   mask_pruned=False):
     """Loss of the spec and its gradient for every parameter.
 
-    Inputs:  arch; params dict; x (B, ...) ; y (B,) int; noise dict or None; coefficients.
+    Inputs:  arch; params dict; x (B, ...) ; y (B,) int; noise dict or None; coefficients;
+             mask_pruned: (option, off in the spec's loss) weights that priors.keep_mask prunes
+             (alpha >= 19) are zero in the forward pass, mean and variance, as in Molchanov et al.'s
+             code; they get no gradient from the data term, the prior terms still see them.
     Returns: loss (float), parts {"ce", "kl", "log_prior", "l2"} (unscaled sums; kl and log_prior are
              the spec's KL_VD and sum log GM + sum log Gamma), logits (B, 10), grads {name: array}.
     """
@@ -44,9 +64,17 @@ def loss_and_grads(arch, params, x, y, noise=None, tau1=1.0, tau2=0.0, n_data=N_
             if got != want:
                 raise ValueError(f"noise[{layer.name!r}] must have shape {want}, got {got}")
 
-    logits, caches = models.forward(arch, params, x, noise=noise)
+    masks = None
+    fparams = params
+    if mask_pruned and variational:
+        masks, fparams = _masked_params(net, params)
+    logits, caches = models.forward(arch, fparams, x, noise=noise)
     ce, ce_cache = layers.softmax_ce_forward(logits, y)
     grads = models.backward(arch, layers.softmax_ce_backward(1.0, ce_cache), caches)
+    if masks is not None:
+        for layer in net:
+            grads[f"{layer.name}.theta"] *= masks[layer.name]
+            grads[f"{layer.name}.log_sigma2"] *= masks[layer.name]
     parts = {"ce": float(ce), "kl": 0.0, "log_prior": 0.0, "l2": 0.0}
     reg = 0.0
     inv_n = 1.0 / float(n_data)

@@ -201,6 +201,39 @@ def dropout_rate(theta, log_sigma2):
     return rate.astype(theta.dtype)
 
 
+DROPOUT_THRESHOLD = 0.95  # paper appendix B.1: prune at dropout rate >= 0.95
+
+
+def keep_mask(theta, log_sigma2, threshold=DROPOUT_THRESHOLD):
+    """The one pruning rule (docs/objective.md, "Evaluation and pruning"): a weight is pruned when
+    its dropout rate alpha / (1 + alpha) >= threshold, i.e. log alpha >= log(t / (1 - t)) (log 19 for
+    t = 0.95), with the spec's clipped log alpha (`log_alpha`, the same quantity KL_VD sees).
+    Training's logs, the figures and the compression all call this function.
+
+    Inputs: theta, log_sigma2 same shape and dtype; threshold in (0, 1).
+    Returns: bool array of theta's shape, True where the weight survives.
+    """
+    if not (0.0 < threshold < 1.0):
+        raise ValueError(f"dropout-rate threshold must lie in (0, 1), got {threshold}")
+    cut = np.log(threshold / (1.0 - threshold))
+    _check_pair(theta, log_sigma2)
+    t = theta.astype(np.float64)
+    a = np.clip(log_sigma2.astype(np.float64) - np.log(t * t + LOG_ALPHA_EPS), LOG_ALPHA_MIN, LOG_ALPHA_MAX)
+    return a < cut
+
+
+def gamma_rate(beta, param="rate"):
+    """The rate of the Gamma hyper-prior from the paper's beta: `param` "rate" reads beta as a rate
+    (log Gamma = (alpha-1) log lambda - beta lambda, mode (alpha-1)/beta), "scale" as a scale
+    (NumPy's and SciPy's convention: rate 1/beta, mode (alpha-1) beta). The paper does not say which;
+    docs/ablations.md measures both."""
+    if param == "rate":
+        return float(beta)
+    if param == "scale":
+        return 1.0 / float(beta)
+    raise ValueError(f"gamma parametrization must be 'rate' or 'scale', got {param!r}")
+
+
 # ----------------------------------------------------------------------------------------------
 # Mixture prior (Soft Weight-Sharing) with the Gamma hyper-prior
 

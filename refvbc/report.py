@@ -14,7 +14,8 @@ import numpy as np
 from . import models
 from .arch import get_arch
 from .fileio import atomic_write_bytes
-from .train import PHASE_LABEL, prune_masks
+from .phases import METHODS, PHASES
+from .train import prune_masks
 
 # Table 2 of the paper: (accuracy %, non-zero %, compression ratio).
 PAPER_TABLE2 = {
@@ -25,14 +26,31 @@ PAPER_TABLE2 = {
 }
 
 
-def summarize(arch, method, params, x_test, y_test, out_dir, compress_opts=None):
+def summarize(arch, method, params, x_test, y_test, out_dir, compress_opts=None, finetune=None):
     """Compress `params` trained by `method`, write `<out_dir>/<method>.rvbc`, read it back, and
-    evaluate the decoded model.  Returns the results.json entry of this method."""
+    evaluate the decoded model.  Returns the results.json entry of this method.
+
+    finetune: None, or dict(variant, epochs, lr, x, y, seed[, log]) for the beyond-the-paper
+    re-training after the collapse (refvbc/finetune.py); its file is `<method>-finetuned.rvbc`."""
     from . import compress  # the compression pipeline (higher level than training)
 
     acc_masked = models.accuracy(arch, params, x_test, y_test, prune_masks(arch, params))
-    cm = compress.compress_model(arch, params, method, **(compress_opts or {}))
-    path = os.path.join(out_dir, f"{method}.rvbc")
+    opts = dict(compress_opts or {})
+    name = method
+    if finetune is None:
+        cm = compress.compress_model(arch, params, method, **opts)
+    else:
+        from .compress.pipeline import layout_model, quantize
+        from .finetune import finetune_quantized
+
+        q = quantize(arch, params, method, **{k: opts.pop(k) for k in ("vd_per_layer", "prune_first",
+                                                                        "merge_kl") if k in opts})
+        ft = dict(finetune)
+        q, b = finetune_quantized(arch, q, {l.name: params[f"{l.name}.bias"] for l in get_arch(arch)},
+                                  ft.pop("x"), ft.pop("y"), **ft)
+        cm = layout_model(arch, method, q, b, **opts)
+        name = f"{method}-finetuned"
+    path = os.path.join(out_dir, f"{name}.rvbc")
     compress.write_rvbc(path, cm)
     decoded = compress.read_rvbc(path)
     x = models.check_input(arch, x_test)
@@ -40,15 +58,22 @@ def summarize(arch, method, params, x_test, y_test, out_dir, compress_opts=None)
     acc = float(np.mean(np.argmax(logits, axis=1) == y_test))
     acc_mem = float(np.mean(np.argmax(compress.evaluate(cm, x), axis=1) == y_test))
     rep = compress.report(decoded)
-    return {
-        "method": method, "label": PHASE_LABEL[method], "arch": arch,
-        "test_acc_compressed": acc, "test_acc_compressed_in_memory": acc_mem,
+    entry = {
+        "method": method, "label": PHASES[method].label + (" fine-tuned (beyond the paper)" if finetune else ""),
+        "arch": arch, "test_acc_compressed": acc, "test_acc_compressed_in_memory": acc_mem,
         "test_acc_uncompressed": acc_masked,
         "nonzero_fraction": rep["total"]["nonzeros"] / rep["total"]["n_weights"],
         "ratio_file": rep["total"]["cr_file"], "ratio_paper": rep["total"]["cr_paper"],
         "file": os.path.basename(path), "file_bytes": os.path.getsize(path),
         "layers": rep["layers"], "totals": rep["total"],
     }
+    if "gmm.mu" in params:
+        sig = np.exp(-0.5 * np.asarray(params["gmm.log_lambda"], np.float64))
+        entry["mixture"] = {"mu": np.asarray(params["gmm.mu"], np.float64).tolist(),
+                            "sigma": sig.tolist(), "sigma_median": float(np.median(sig))}
+    if finetune is not None:
+        entry["finetune"] = {k: v for k, v in finetune.items() if k in ("variant", "epochs", "lr", "seed")}
+    return entry
 
 
 def table2(arch, results):
@@ -56,12 +81,11 @@ def table2(arch, results):
     lines = [f"Table 2, {arch} (ours: measured on the decoded .rvbc file; paper: Federici et al. 2017)",
              f"{'method':8s} {'acc ours':>9s} {'acc paper':>9s} {'nz% ours':>9s} {'nz% paper':>9s} "
              f"{'CR file':>8s} {'CR paper-acct':>13s} {'CR paper':>8s}"]
-    for m in ("l2", "sws", "vd", "vdsws"):
-        if m not in results:
-            continue
-        r = results[m]
+    for key, r in results.items():
+        m = r["method"]
         pa, pn, pc = PAPER_TABLE2[arch][m]
-        lines.append(f"{PHASE_LABEL[m]:8s} {100 * r['test_acc_compressed']:8.2f}% {pa:8.2f}% "
+        lab = PHASES[m].label + ("+ft" if "finetune" in r else "")
+        lines.append(f"{lab:8s} {100 * r['test_acc_compressed']:8.2f}% {pa:8.2f}% "
                      f"{100 * r['nonzero_fraction']:8.2f}% {pn:8.1f}% {r['ratio_file']:7.1f}x "
                      f"{r['ratio_paper']:12.1f}x {pc:7d}x")
     return "\n".join(lines)
@@ -89,8 +113,8 @@ def figures(out_dir, arch, finals):
 
     written = []
     net = get_arch(arch)
-    for phase in ("sws", "vdsws"):
-        start = {"sws": "l2", "vdsws": "vd"}[phase]
+    for phase in (m for m in METHODS if PHASES[m].mixture):
+        start = PHASES[phase].start
         if phase not in finals or start not in finals:
             continue
         fig, axes = plt.subplots(1, 2, figsize=(11, 4))
@@ -111,7 +135,7 @@ def figures(out_dir, arch, finals):
             dens = (pi[:, None] * np.sqrt(lam[:, None] / (2 * np.pi))
                     * np.exp(-0.5 * lam[:, None] * (grid[None] - mu[:, None]) ** 2)).sum(0)
             ax.plot(grid, dens, "r-", lw=1)
-            ax.set_title(f"{arch} {PHASE_LABEL[phase]}: weight means {title} ({PHASE_LABEL[key]})")
+            ax.set_title(f"{arch} {PHASES[phase].label}: weight means {title} ({PHASES[key].label})")
             ax.set_ylim(1e-3, 10 * counts.max())  # the zero component's peak is far higher
         path = os.path.join(out_dir, f"hist_{phase}.png")
         fig.tight_layout()
@@ -128,7 +152,7 @@ def figures(out_dir, arch, finals):
             w = p[f"{l.name}.theta"]
             keep = masks[l.name] if masks else np.ones(w.shape, bool)
             frac.append(100.0 * np.mean(keep & (w != 0)))
-        ax.bar(np.arange(len(names)) + j * width, frac, width, label=PHASE_LABEL[m])
+        ax.bar(np.arange(len(names)) + j * width, frac, width, label=PHASES[m].label)
     ax.set_xticks(np.arange(len(names)) + 0.4 - width / 2)
     ax.set_xticklabels(names)
     ax.set_ylabel("non-zero weights [%] (before clustering)")

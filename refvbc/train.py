@@ -1,19 +1,21 @@
 """Training phases of the paper's Table 2 (l2, sws, vd, vdsws), epochs, logging, atomic checkpoints
 and exact resume.
 
-Phases and where each starts (paper §4 and appendix A; spec "Loss"):
-    l2     fresh PyTorch-default init, deterministic, Adam lr `lr_l2`, weight decay      -> "L2" row
-    sws    from l2, deterministic weights + mixture prior (tau2), mixture init Table 3   -> "SWS" row
-    vd     from l2, log sigma^2 = -10, tau1 = 1, tau2 = 0, Table 3 rates                 -> "VD" row
-    vdsws  from vd, mixture initialised from the weights (Table 3), tau1 = 1, tau2       -> "VD+SWS" row
+The phases (what each trains, where it starts, its coefficients) are the table in refvbc/phases.py;
+docs/objective.md, "Phases", is its contract.
 
 Reproducibility: the minibatch order and the noise of epoch e of phase p come from
-numpy.random.default_rng([seed, p, e]), so a resumed run replays exactly what an uninterrupted run
-does. A checkpoint (params, Adam state, position) is written atomically after every epoch.
+numpy.random.default_rng([seed, p.id, e]), and every schedule (learning-rate decay, tau2 ramp) is a
+function of the epoch, so a resumed run replays exactly what an uninterrupted run does. A checkpoint
+(params, Adam state, position) is written atomically after every epoch; the previous one is kept
+beside it (checkpoint.prev.npz) and used when the latest cannot be read. A run holds a lock on its
+directory, so two runs cannot write into the same --out.
 
 Shape legend: x (N, 784) float32 in [0, 1] (reshaped per arch by models.check_input); y (N,) int64.
 """
 
+import fcntl
+import hashlib
 import json
 import os
 import time
@@ -22,23 +24,25 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from . import models, priors
-from .arch import get_arch
+from .arch import GAMMA_ALPHA, GAMMA_BETA, get_arch
 from .data import batches
 from .fileio import atomic_savez, load_npz
 from .objective import loss_and_grads
 from .optim import TABLE3_LR, Adam
+from .phases import PHASES, lr_factor, method_phases, tau2_at
 
-PHASE_IDS = {"l2": 0, "sws": 1, "vd": 2, "vdsws": 3}
-PHASE_START = {"l2": None, "sws": "l2", "vd": "l2", "vdsws": "vd"}
-METHOD_PHASES = {"l2": ["l2"], "sws": ["l2", "sws"], "vd": ["l2", "vd"],
-                 "vdsws": ["l2", "vd", "vdsws"], "all": ["l2", "sws", "vd", "vdsws"]}
-PHASE_LABEL = {"l2": "L2", "sws": "SWS", "vd": "VD", "vdsws": "VD+SWS"}
-LOG_ALPHA_PRUNE = float(np.log(19.0))  # dropout rate >= 0.95  <=>  alpha >= 19 (spec "Evaluation")
+# Derived views of the phase table, for callers that want one attribute of every phase.
+PHASE_IDS = {k: p.id for k, p in PHASES.items()}
+PHASE_LABEL = {k: p.label for k, p in PHASES.items()}
+METHOD_PHASES = {m: method_phases(m) for m in tuple(PHASES) + ("all",)}
 
 
 @dataclass
 class Config:
-    """Everything that determines a run; stored in the checkpoint and compared on --resume."""
+    """Everything that determines a run; stored in the checkpoint and compared on --resume.
+
+    The fields after `dtype` are the interpretation choices the paper leaves open
+    (docs/objective.md, "Interpretation choices"; measured in docs/ablations.md)."""
     arch: str = "lenet300"
     method: str = "all"
     seed: int = 0
@@ -53,64 +57,165 @@ class Config:
     n_train: int = 60000  # a subset (first n of a seeded permutation) for --quick
     n_test: int = 10000
     dtype: str = "float32"
+    gamma_alpha: float = GAMMA_ALPHA
+    gamma_beta: float = GAMMA_BETA
+    gamma_param: str = "rate"  # beta read as a rate (mode (alpha-1)/beta) or a scale (priors.gamma_rate)
+    lr_decay_from: object = None  # mixture phases: Adam rates decay linearly to 0 from this fraction on
+    tau2_final: object = None  # mixture phases: tau2 raised linearly to this value ...
+    tau2_ramp_from: float = 0.5  # ... over the epochs from this fraction of the phase on
+    mask_pruned: bool = False  # vdsws: weights with alpha >= 19 are zero in the training forward pass
+    init_from: object = None  # phase model(s) the run starts from (see load_init)
+    init_sha256: dict = field(default_factory=dict)
 
     def phases(self):
-        return METHOD_PHASES[self.method]
+        return method_phases(self.method)
 
 
 class RunError(RuntimeError):
     """A run directory or checkpoint that cannot be used as asked."""
 
 
-def save_params(path, arch, params, extra=None):
-    """Params file: `param/<name>` arrays and `config/arch` (the compress CLI's input format)."""
+def save_params(path, arch, params, extra=None, phase=None):
+    """Params file: `param/<name>` arrays, `config/arch` and `config/phase` (the compress CLI's
+    input format)."""
     arrays = {f"param/{k}": v for k, v in params.items()}
     arrays["config/arch"] = np.array(arch)
+    if phase is not None:
+        arrays["config/phase"] = np.array(phase)
     if extra:
         arrays.update(extra)
     atomic_savez(path, **arrays)
 
 
-def load_params(path):
-    """Inverse of save_params -> (arch, params)."""
+def load_params(path, with_phase=False):
+    """Inverse of save_params -> (arch, params), or (arch, params, phase or None)."""
     try:
         f = load_npz(path, "parameter file")
         arch = str(f["config/arch"])
     except (ValueError, KeyError) as e:
         raise RunError(f"cannot read parameter file {path}: {e}") from None
     params = {k[len("param/"):]: v for k, v in f.items() if k.startswith("param/")}
-    get_arch(arch)
+    try:
+        get_arch(arch)
+    except ValueError as e:
+        raise RunError(f"parameter file {path}: {e}") from None
+    if with_phase:
+        return arch, params, (str(f["config/phase"]) if "config/phase" in f else None)
     return arch, params
 
 
+def _sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def load_init(cfg):
+    """The phase models named by cfg.init_from: a directory holding `<phase>.npz` files, or one such
+    file. Each is checked to belong to cfg.arch and to be a phase of cfg.method, and to carry the
+    parameters of its phase (log sigma^2 for variational phases, gmm.* for mixture phases).
+    Returns {phase: params}; records each file's SHA-256 in cfg.init_sha256 (compared on --resume)."""
+    if cfg.init_from is None:
+        return {}
+    src = cfg.init_from
+    if os.path.isdir(src):
+        files = {ph: os.path.join(src, f"{ph}.npz") for ph in cfg.phases()
+                 if os.path.isfile(os.path.join(src, f"{ph}.npz"))}
+        if not files:
+            raise RunError(f"--init-from {src}: no phase model ({', '.join(p + '.npz' for p in cfg.phases())}) "
+                           "in that directory")
+    elif os.path.isfile(src):
+        files = {None: src}
+    else:
+        raise RunError(f"--init-from {src}: no such file or directory")
+    out = {}
+    for guess, path in files.items():
+        arch, params, phase = load_params(path, with_phase=True)
+        phase = phase or guess or os.path.splitext(os.path.basename(path))[0]
+        if arch != cfg.arch:
+            raise RunError(f"--init-from {path}: a {arch} model, but this run is --arch {cfg.arch}")
+        if phase not in PHASES:
+            raise RunError(f"--init-from {path}: cannot tell which phase it holds (name it <phase>.npz, "
+                           f"one of {', '.join(PHASES)})")
+        if phase not in cfg.phases():
+            raise RunError(f"--init-from {path}: a {phase} model, but --method {cfg.method} trains "
+                           f"{', '.join(cfg.phases())}")
+        spec = PHASES[phase]
+        want = [f"{l.name}.{s}" for l in get_arch(arch) for s in ("theta", "bias")]
+        if spec.variational:
+            want += [f"{l.name}.log_sigma2" for l in get_arch(arch)]
+        if spec.mixture:
+            want += ["gmm.mu", "gmm.log_lambda", "gmm.log_pi"]
+        missing = [k for k in want if k not in params]
+        if missing:
+            raise RunError(f"--init-from {path}: a {phase} model must hold {', '.join(missing)}")
+        for l in get_arch(arch):
+            got = np.shape(params[f"{l.name}.theta"])
+            if got != tuple(l.weight_shape):
+                raise RunError(f"--init-from {path}: {l.name}.theta has shape {got}, "
+                               f"expected {l.weight_shape}")
+        out[phase] = params
+        cfg.init_sha256[phase] = _sha256(path)
+    return out
+
+
+def phases_to_train(cfg, provided):
+    """The method's phases that must run, given the phase models `provided`: every phase the method
+    reports (all of them for "all", else the method itself) and the phases those start from, minus
+    the provided ones and what only provided phases start from."""
+    targets = set(cfg.phases()) if cfg.method == "all" else {cfg.method}
+    run = []
+    for ph in reversed(cfg.phases()):
+        if ph in provided:
+            continue
+        if ph in targets or any(PHASES[q].start == ph for q in run):
+            run.insert(0, ph)
+    return run
+
+
 def phase_setup(cfg, phase, start_params):
-    """Initial params, Adam learning rates and loss coefficients of `phase`."""
+    """Initial params, Adam learning rates and loss coefficients of `phase` (refvbc/phases.py)."""
     dtype = np.dtype(cfg.dtype)
-    if phase == "l2":
+    spec = PHASES[phase]
+    coefs = dict(tau1=cfg.tau1 if spec.variational else 0.0, tau2=cfg.tau2 if spec.mixture else 0.0,
+                 weight_decay=cfg.weight_decay if spec.weight_decay else 0.0)
+    if spec.mixture:
+        coefs.update(gamma_alpha=cfg.gamma_alpha,
+                     gamma_beta=priors.gamma_rate(cfg.gamma_beta, cfg.gamma_param))
+    if spec.variational and cfg.mask_pruned and spec.mixture:
+        coefs["mask_pruned"] = True
+    if spec.start is None:
         params = models.init_params(cfg.arch, np.random.default_rng([cfg.seed, 99]), dtype=dtype)
-        return params, {"theta": cfg.lr_l2, "bias": cfg.lr_l2}, dict(tau1=0.0, tau2=0.0,
-                                                                     weight_decay=cfg.weight_decay)
+        return params, {g: cfg.lr_l2 for g in spec.groups}, coefs
     params = {k: np.array(v, dtype=dtype) for k, v in start_params.items() if not k.startswith("gmm.")}
-    if phase == "vd":
+    if spec.variational and not models.is_variational(params, cfg.arch):
         params = models.add_log_sigma2(params, cfg.arch, cfg.log_sigma2_init)
-        lrs = {g: cfg.lrs[g] for g in ("theta", "bias", "log_sigma2")}
-        return params, lrs, dict(tau1=cfg.tau1, tau2=0.0, weight_decay=0.0)
-    flat = np.concatenate([params[k].ravel() for k in models.weight_keys(cfg.arch)])
-    mu, log_lambda, log_pi = priors.mixture_init(flat, dtype=dtype)
-    params.update({"gmm.mu": mu, "gmm.log_lambda": log_lambda, "gmm.log_pi": log_pi})
-    groups = ["theta", "bias", "mu", "log_lambda", "log_pi"]
-    if phase == "vdsws":
-        groups.append("log_sigma2")
-    return params, {g: cfg.lrs[g] for g in groups}, dict(
-        tau1=cfg.tau1 if phase == "vdsws" else 0.0, tau2=cfg.tau2, weight_decay=0.0)
+    if spec.mixture:
+        flat = np.concatenate([params[k].ravel() for k in models.weight_keys(cfg.arch)])
+        mu, log_lambda, log_pi = priors.mixture_init(flat, dtype=dtype)
+        params.update({"gmm.mu": mu, "gmm.log_lambda": log_lambda, "gmm.log_pi": log_pi})
+    return params, {g: cfg.lrs[g] for g in spec.groups}, coefs
+
+
+def epoch_schedule(cfg, phase, epoch, lrs, coefs):
+    """Learning rates and coefficients of one epoch: the phase's, with the optional learning-rate
+    decay and tau2 ramp of the mixture phases applied (refvbc/phases.py)."""
+    if not PHASES[phase].mixture:
+        return lrs, coefs
+    n = cfg.epochs[phase]
+    f = lr_factor(epoch, n, cfg.lr_decay_from)
+    coefs = dict(coefs, tau2=tau2_at(epoch, n, cfg.tau2, cfg.tau2_final, cfg.tau2_ramp_from))
+    return {g: v * f for g, v in lrs.items()}, coefs
 
 
 def prune_masks(arch, params):
-    """Keep-masks {layer: bool} of the spec's pruning rule (alpha >= 19 pruned); None if deterministic."""
+    """Keep-masks {layer: bool} of the one pruning rule (priors.keep_mask); None if deterministic."""
     if not models.is_variational(params, arch):
         return None
-    return {l.name: priors.log_alpha(params[f"{l.name}.theta"], params[f"{l.name}.log_sigma2"])
-            < LOG_ALPHA_PRUNE for l in get_arch(arch)}
+    return {l.name: priors.keep_mask(params[f"{l.name}.theta"], params[f"{l.name}.log_sigma2"])
+            for l in get_arch(arch)}
 
 
 def pruned_fraction(masks):
@@ -147,7 +252,13 @@ def make_stepper(device, arch, params, opt, coefs, n_data):
     """CpuStepper, or the numba.cuda one for device "cuda"."""
     if device == "cuda":
         from .cuda_train import CudaStepper
-        return CudaStepper(arch, params, opt, coefs, n_data)
+        extra = {k: v for k, v in coefs.items() if k not in ("tau1", "tau2", "weight_decay")}
+        if extra.pop("mask_pruned", False):
+            raise RunError("--mask-pruned is not implemented on --device cuda")
+        if extra and (extra.get("gamma_alpha") != GAMMA_ALPHA or extra.get("gamma_beta") != GAMMA_BETA):
+            raise RunError("--device cuda uses the spec's Gamma hyper-prior (alpha 1e5, rate 10) only")
+        return CudaStepper(arch, params, opt, {k: coefs[k] for k in ("tau1", "tau2", "weight_decay")},
+                           n_data)
     if device != "cpu":
         raise ValueError(f"unknown device {device!r}; expected 'cpu' or 'cuda'")
     return CpuStepper(arch, params, opt, coefs, n_data)
@@ -183,25 +294,61 @@ class Run:
         self.cfg, self.out, self.log, self.device = cfg, out, log, device
         self.x_train, self.y_train, self.x_test, self.y_test = data
         self.ckpt = os.path.join(out, "checkpoint.npz")
+        self.ckpt_prev = os.path.join(out, "checkpoint.prev.npz")
+        self._lock = None
 
     def phase_file(self, phase):
         return os.path.join(self.out, f"{phase}.npz")
+
+    def lock(self):
+        """Hold an exclusive lock on the run directory for this process (released at exit, also on
+        a kill); a second run on the same directory is refused."""
+        os.makedirs(self.out, exist_ok=True)
+        f = open(os.path.join(self.out, "run.lock"), "a+")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.seek(0)
+            who = f.read().strip() or "another process"
+            f.close()
+            raise RunError(f"{self.out} is in use by another run ({who}); wait for it to finish or "
+                           "choose another --out") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()}\n")
+        f.flush()
+        self._lock = f
 
     def _write_checkpoint(self, phase, epoch, params, opt, history):
         meta = {"config": asdict(self.cfg), "phase": phase, "epoch": epoch, "history": history}
         arrays = {f"param/{k}": v for k, v in params.items()}
         arrays.update(opt.state_dict())
         arrays["meta"] = np.array(json.dumps(meta))
+        if os.path.exists(self.ckpt):
+            os.replace(self.ckpt, self.ckpt_prev)  # the last good checkpoint stays beside the new one
         atomic_savez(self.ckpt, **arrays)
+
+    def _load_checkpoint_file(self, path):
+        f = load_npz(path, "checkpoint")
+        meta = json.loads(str(f["meta"]))
+        params = {k[6:]: v for k, v in f.items() if k.startswith("param/")}
+        adam = {k: v for k, v in f.items() if k.startswith("adam.")}
+        return meta, params, adam
 
     def _read_checkpoint(self):
         try:
-            f = load_npz(self.ckpt, "checkpoint")
-            meta = json.loads(str(f["meta"]))
-        except (ValueError, KeyError) as e:
-            raise RunError(f"checkpoint {self.ckpt} is unreadable: {e}") from None
-        params = {k[6:]: v for k, v in f.items() if k.startswith("param/")}
-        adam = {k: v for k, v in f.items() if k.startswith("adam.")}
+            meta, params, adam = self._load_checkpoint_file(self.ckpt)
+        except (ValueError, KeyError, OSError) as e:
+            if not os.path.exists(self.ckpt_prev):
+                raise RunError(f"checkpoint {self.ckpt} is unreadable ({e}) and there is no earlier "
+                               "one to fall back to") from None
+            try:
+                meta, params, adam = self._load_checkpoint_file(self.ckpt_prev)
+            except (ValueError, KeyError, OSError) as e2:
+                raise RunError(f"checkpoint {self.ckpt} is unreadable ({e}), and so is the earlier "
+                               f"{self.ckpt_prev} ({e2})") from None
+            self.log(f"# checkpoint {self.ckpt} is unreadable ({e}); resuming from the previous one, "
+                     f"{self.ckpt_prev} ({meta['phase']} after epoch {meta['epoch']})")
         saved = meta["config"]
         mine = asdict(self.cfg)
         # Epoch counts may change on resume (to extend or shorten a run), except for the phase in
@@ -217,28 +364,45 @@ class Run:
             self.log(f"# resume with epochs {mine['epochs']} (checkpoint had {saved.get('epochs')})")
         return meta, params, adam
 
+    def plan(self, provided):
+        """The phases this run trains, and a line that says so (printed at the start)."""
+        todo = phases_to_train(self.cfg, provided)
+        parts = [f"{ph} from file" for ph in self.cfg.phases() if ph in provided]
+        parts += [f"{ph} {self.cfg.epochs[ph]} epochs"
+                  + (f" (from {PHASES[ph].start})" if PHASES[ph].start else "") for ph in todo]
+        return todo, "# plan: " + " -> ".join(parts)
+
     def run(self, resume=False, max_epochs=None):
         """Train every phase of the method. Returns {phase: final params} of finished phases, or
         None when `max_epochs` (epochs to run in this call) stopped the run early."""
         cfg = self.cfg
-        os.makedirs(self.out, exist_ok=True)
+        self.lock()
+        provided = load_init(cfg)
         state = None
-        if os.path.exists(self.ckpt):
+        if os.path.exists(self.ckpt) or os.path.exists(self.ckpt_prev):
             if not resume:
                 raise RunError(f"{self.out} already holds a run (checkpoint.npz); pass --resume to "
                                "continue it or choose another --out")
             state = self._read_checkpoint()
         elif resume:
             self.log(f"# --resume: no checkpoint in {self.out}, starting from scratch")
+        todo, plan = self.plan(provided)
+        self.log(plan)
         finals = {}
+        for ph, params in provided.items():
+            finals[ph] = params
+            if not os.path.exists(self.phase_file(ph)):
+                save_params(self.phase_file(ph), cfg.arch, params, phase=ph)
+        eta = Eta(cfg, todo)
         budget = max_epochs
-        for phase in cfg.phases():
+        for phase in todo:
             if os.path.exists(self.phase_file(phase)) and state is not None:
                 finals[phase] = load_params(self.phase_file(phase))[1]
                 if not (state[0]["phase"] == phase and state[0]["epoch"] < cfg.epochs[phase]):
                     self.log(f"# resumed: {phase} finished earlier ({self.phase_file(phase)})")
+                    eta.done(phase)
                     continue
-            start = finals.get(PHASE_START[phase]) if PHASE_START[phase] else None
+            start = finals.get(PHASES[phase].start) if PHASES[phase].start else None
             params, lrs, coefs = phase_setup(cfg, phase, start)
             opt = Adam(lrs)
             history = []
@@ -249,34 +413,73 @@ class Run:
                 opt.load_state_dict(adam)
                 history, first = meta["history"], meta["epoch"]
                 self.log(f"# resumed {phase} after epoch {first}")
-            stepper = None
+            eta.start(phase, history)
+            stepper, stepper_key = None, None
             for epoch in range(first, cfg.epochs[phase]):
                 if budget is not None and budget <= 0:
                     self.log("# stopping after the requested number of epochs; continue with --resume")
                     return None
                 t0 = time.perf_counter()
-                if stepper is None:
-                    stepper = make_stepper(self.device, cfg.arch, params, opt, coefs, cfg.n_train)
+                opt.lrs, ecoefs = epoch_schedule(cfg, phase, epoch, lrs, coefs)
+                if stepper is None or stepper_key != ecoefs:
+                    if stepper is not None:
+                        stepper.sync()
+                    stepper = make_stepper(self.device, cfg.arch, params, opt, ecoefs, cfg.n_train)
+                    stepper_key = ecoefs
                 means, train_acc = train_epoch(cfg, phase, epoch, stepper, self.x_train, self.y_train)
                 masks = prune_masks(cfg.arch, params)
                 test_acc = models.accuracy(cfg.arch, params, self.x_test, self.y_test, masks)
                 rec = dict(phase=phase, epoch=epoch + 1, **means, train_acc=train_acc,
                            test_acc=test_acc, pruned=pruned_fraction(masks),
                            seconds=time.perf_counter() - t0)
+                if ecoefs.get("tau2") != coefs.get("tau2"):
+                    rec["tau2"] = ecoefs["tau2"]
                 history.append(rec)
-                self.log(format_epoch(rec))
+                self.log(format_epoch(rec) + eta.after_epoch(phase, epoch + 1, rec["seconds"]))
                 self._write_checkpoint(phase, epoch + 1, params, opt, history)
                 if budget is not None:
                     budget -= 1
-            save_params(self.phase_file(phase), cfg.arch, params,
+            save_params(self.phase_file(phase), cfg.arch, params, phase=phase,
                         extra={"history": np.array(json.dumps(history))})
             finals[phase] = params
+            eta.done(phase)
             state = None
         return finals
 
 
+class Eta:
+    """Estimated time remaining for the epoch log lines: the median epoch time of each phase so far
+    times its remaining epochs; a phase not yet started is estimated at the median of the phase
+    running now (the phases of one arch differ by a small factor; the estimate sharpens as they run)."""
+
+    def __init__(self, cfg, todo):
+        self.cfg, self.todo = cfg, list(todo)
+        self.pos = {ph: 0 for ph in todo}
+        self.secs = {ph: [] for ph in todo}
+
+    def start(self, phase, history):
+        self.pos[phase] = len(history)
+        self.secs[phase] = [r["seconds"] for r in history]
+
+    def done(self, phase):
+        self.pos[phase] = self.cfg.epochs[phase]
+
+    def after_epoch(self, phase, epoch, seconds):
+        """Record one epoch; returns the text appended to its log line."""
+        self.pos[phase] = epoch
+        self.secs[phase].append(seconds)
+        per = {ph: float(np.median(s)) for ph, s in self.secs.items() if s}
+        left = {ph: (self.cfg.epochs[ph] - self.pos[ph]) * per.get(ph, per[phase]) for ph in self.todo}
+        return f"  eta phase {_fmt_s(left[phase])}, run {_fmt_s(sum(left.values()))}"
+
+
+def _fmt_s(s):
+    return f"{s / 60:.1f} min" if s < 5400 else f"{s / 3600:.1f} h"
+
+
 def format_epoch(r):
     """One log line per epoch: phase, epoch, loss and its parts, accuracies, pruned fraction, time."""
+    tau = f"  tau2 {r['tau2']:.4g}" if "tau2" in r else ""
     return (f"{r['phase']:>5} epoch {r['epoch']:4d}  loss {r['loss']:.5f}  ce {r['ce']:.5f}  "
             f"kl {r['kl']:.1f}  logprior {r['log_prior']:.1f}  train {100 * r['train_acc']:.2f}%  "
-            f"test {100 * r['test_acc']:.2f}%  alpha>=19 {100 * r['pruned']:.2f}%  {r['seconds']:.1f}s")
+            f"test {100 * r['test_acc']:.2f}%  alpha>=19 {100 * r['pruned']:.2f}%  {r['seconds']:.1f}s{tau}")

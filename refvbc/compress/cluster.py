@@ -19,19 +19,16 @@ import numpy as np
 from scipy.special import logsumexp
 
 from refvbc.arch import PI0
+from refvbc.priors import DROPOUT_THRESHOLD
 
-DROPOUT_THRESHOLD = 0.95
 VD_COMPONENTS = 64
 
 
 def dropout_keep_mask(theta, log_sigma2, threshold=DROPOUT_THRESHOLD):
-    """True where a weight survives: dropout rate (refvbc.priors.dropout_rate) < threshold."""
+    """True where a weight survives: the project's one pruning rule, refvbc.priors.keep_mask."""
     from refvbc import priors
 
-    rate = np.asarray(priors.dropout_rate(theta, log_sigma2))
-    if rate.shape != np.shape(theta):
-        raise ValueError(f"dropout_rate returned shape {rate.shape}, expected {np.shape(theta)}")
-    return rate < threshold
+    return priors.keep_mask(theta, log_sigma2, threshold)
 
 
 def build_codebook(values_by_layer):
@@ -53,25 +50,71 @@ def build_codebook(values_by_layer):
     return codebook, symbols
 
 
-def cluster_mixture(thetas, mu, log_lambda, log_pi, keep=None, pi0=PI0):
+def merge_components(mu, log_lambda, log_pi, max_kl, pi0=PI0):
+    """Merge mixture components closer than `max_kl` (symmetric KL divergence), as Ullrich et al.'s
+    soft weight-sharing code does before the collapse: the closest pair is replaced by one Gaussian
+    with the pair's total weight, mean and variance (moment matching), until no pair is closer. A
+    group holding component 0 keeps mean 0 (it gives the exact zeros).
+
+    Inputs:  mu, log_lambda, log_pi (K,) the trained mixture (pi as in the spec: pi_0 = pi0 fixed,
+             pi_k = (1 - pi0) softmax(log_pi[1:]) for k >= 1); max_kl >= 0.
+    Returns: (means (K',), variances (K',), weights (K',), zero index) float64, zero index the
+             component at mean 0.
+    """
+    mu = np.asarray(mu, np.float64).copy()
+    var = np.exp(-np.asarray(log_lambda, np.float64))
+    rho = np.asarray(log_pi, np.float64)[1:]
+    soft = np.exp(rho - rho.max())
+    w = np.concatenate([[pi0], (1.0 - pi0) * soft / soft.sum()])
+    zero = np.zeros(mu.size, bool)
+    zero[0] = True
+    mu[0] = 0.0
+    while mu.size > 1:
+        d2 = (mu[:, None] - mu[None, :]) ** 2
+        kl = 0.5 * (var[:, None] / var[None, :] + var[None, :] / var[:, None]
+                    + d2 * (1.0 / var[:, None] + 1.0 / var[None, :])) - 1.0
+        np.fill_diagonal(kl, np.inf)
+        i, j = np.unravel_index(np.argmin(kl), kl.shape)
+        if kl[i, j] >= max_kl:
+            break
+        i, j = min(i, j), max(i, j)
+        wt = w[i] + w[j]
+        m = (w[i] * mu[i] + w[j] * mu[j]) / wt
+        v = (w[i] * (var[i] + mu[i] ** 2) + w[j] * (var[j] + mu[j] ** 2)) / wt - m * m
+        if zero[i] or zero[j]:
+            m = 0.0
+            v = (w[i] * (var[i] + mu[i] ** 2) + w[j] * (var[j] + mu[j] ** 2)) / wt
+        mu[i], var[i], w[i], zero[i] = m, v, wt, zero[i] or zero[j]
+        mu, var, w, zero = (np.delete(a, j) for a in (mu, var, w, zero))
+    return mu, var, w, int(np.flatnonzero(zero)[0])
+
+
+def cluster_mixture(thetas, mu, log_lambda, log_pi, keep=None, pi0=PI0, merge_kl=None):
     """Mixture-argmax clustering of the weight means (paper §3).
 
     Inputs:  thetas dict name -> float array; mu, log_lambda, log_pi (K,) the trained mixture;
-             keep dict name -> bool array (weights already pruned by dropout rate are False) or None.
+             keep dict name -> bool array (weights already pruned by dropout rate are False) or None;
+             merge_kl: None, or merge components closer than this first (`merge_components`).
     Returns: (codebook float32 (V,), symbols dict name -> int64 array, quantized dict name -> float32).
     """
     from refvbc import priors
 
     mu = np.asarray(mu, dtype=np.float64)
+    merged = None if merge_kl is None else merge_components(mu, log_lambda, log_pi, merge_kl, pi0)
     quantized = {}
     for name, theta in thetas.items():
-        k = np.asarray(priors.mixture_responsibility_argmax(theta, mu, log_lambda, log_pi, pi0=pi0))
+        if merged is None:
+            k = np.asarray(priors.mixture_responsibility_argmax(theta, mu, log_lambda, log_pi, pi0=pi0))
+            centres, zero = mu, 0
+        else:
+            centres, var, w, zero = merged
+            k = gmm_argmax(theta, centres, var, w).reshape(np.shape(theta))
         if k.shape != np.shape(theta):
             raise ValueError(f"mixture_responsibility_argmax gave shape {k.shape} for {name}, "
                              f"expected {np.shape(theta)}")
-        if k.size and (k.min() < 0 or k.max() >= mu.size):
-            raise ValueError(f"component index out of range 0..{mu.size - 1} for {name}")
-        q = np.where(k == 0, 0.0, mu[k]).astype(np.float32)  # component 0 -> exact 0
+        if k.size and (k.min() < 0 or k.max() >= centres.size):
+            raise ValueError(f"component index out of range 0..{centres.size - 1} for {name}")
+        q = np.where(k == zero, 0.0, centres[k]).astype(np.float32)  # the zero component -> exact 0
         if keep is not None:
             q[~keep[name]] = 0.0
         quantized[name] = q

@@ -64,8 +64,40 @@ def _check_params(arch, params, method):
                 raise ValueError(f"method {method} needs mixture parameter {key!r}")
 
 
+def quantize(arch, params, method, vd_per_layer=True, prune_first=True, merge_kl=None):
+    """Step (i) of the pipeline, clustering: the quantized weight of every layer.
+
+    Inputs:  arch; params flat dict; method in METHODS; vd_per_layer: see cluster.cluster_vd;
+             prune_first: "vdsws" sets weights with dropout rate >= 0.95 to 0 before the mixture
+             argmax (the spec's order); False collapses them by the argmax alone;
+             merge_kl: "sws"/"vdsws" merge mixture components closer than this first (None: no merging).
+    Returns: dict layer name -> float32 array of the weight's shape (exact zeros where pruned).
+    """
+    _check_params(arch, params, method)
+    names = [layer.name for layer in get_arch(arch)]
+    thetas = {n: np.asarray(params[f"{n}.theta"]) for n in names}
+    keep = None
+    if method == "vd" or (method == "vdsws" and prune_first):
+        keep = {n: cluster.dropout_keep_mask(thetas[n], np.asarray(params[f"{n}.log_sigma2"], thetas[n].dtype))
+                for n in names}
+    if method == "l2":
+        quantized = {n: thetas[n].astype(np.float32) for n in names}
+    elif method == "vd":
+        quantized = cluster.cluster_vd(thetas, keep, per_layer=vd_per_layer)[2]
+    else:
+        mu = np.asarray(params["gmm.mu"])
+        dt = mu.dtype if mu.dtype in (np.float32, np.float64) else np.float64
+        quantized = cluster.cluster_mixture(
+            {n: t.astype(dt, copy=False) for n, t in thetas.items()}, mu.astype(dt),
+            np.asarray(params["gmm.log_lambda"], dt), np.asarray(params["gmm.log_pi"], dt), keep=keep,
+            merge_kl=merge_kl)[2]
+    for q in quantized.values():
+        q[q == 0] = 0.0  # -0.0 -> +0.0: a zero is stored as "no entry" and decodes as +0.0
+    return quantized
+
+
 def compress_model(arch, params, method, offset_bits=None, huffman_offsets=False, layout="auto",
-                   fold_constants=True, vd_per_layer=True):
+                   fold_constants=True, vd_per_layer=True, prune_first=True, merge_kl=None):
     """Cluster, prune and lay out a trained model.
 
     Inputs:  arch "lenet300"/"lenet5"; params flat dict; method in METHODS;
@@ -74,34 +106,30 @@ def compress_model(arch, params, method, offset_bits=None, huffman_offsets=False
              layout "csr", "dense" or "auto" (per layer, whichever gives fewer bytes: a dense layer is
              stored as all its kept entries with no offsets, which is what an unpruned L2 layer wants);
              fold_constants: see refvbc/compress/prune.py;
-             vd_per_layer: "vd" method fits its 64-component GMM per layer (True) or once over all
-             layers (False); see cluster.cluster_vd.
+             vd_per_layer, prune_first, merge_kl: the clustering options of `quantize`.
     Returns: CompressedModel (validated).
     """
-    _check_params(arch, params, method)
+    quantized = quantize(arch, params, method, vd_per_layer, prune_first, merge_kl)
+    biases = {layer.name: params[f"{layer.name}.bias"] for layer in get_arch(arch)}
+    return layout_model(arch, method, quantized, biases, offset_bits, huffman_offsets, layout,
+                        fold_constants)
+
+
+def layout_model(arch, method, quantized, biases, offset_bits=None, huffman_offsets=False,
+                 layout="auto", fold_constants=True):
+    """Steps (ii)-(iii): structural pruning and the per-layer layout of already quantized weights.
+
+    Inputs:  quantized dict layer -> float32 weights (exact zeros are gone; for every method but
+             "l2" the distinct non-zero values become the codebook); biases dict layer -> (out,);
+             the layout options of `compress_model`.
+    Returns: CompressedModel (validated).
+    """
     if layout not in ("auto", "csr", "dense"):
         raise ValueError(f"layout must be 'auto', 'csr' or 'dense', got {layout!r}")
     geos = geometry(arch)
     names = [g.name for g in geos]
-    thetas = {n: np.asarray(params[f"{n}.theta"]) for n in names}
-    keep = None
-    if method in ("vd", "vdsws"):
-        keep = {n: cluster.dropout_keep_mask(thetas[n], np.asarray(params[f"{n}.log_sigma2"], thetas[n].dtype))
-                for n in names}
-    if method == "l2":
-        codebook, symbols = None, None
-        quantized = {n: thetas[n].astype(np.float32) for n in names}
-    elif method == "vd":
-        codebook, symbols, quantized = cluster.cluster_vd(thetas, keep, per_layer=vd_per_layer)
-    else:
-        mu = np.asarray(params["gmm.mu"])
-        dt = mu.dtype if mu.dtype in (np.float32, np.float64) else np.float64
-        codebook, symbols, quantized = cluster.cluster_mixture(
-            {n: t.astype(dt, copy=False) for n, t in thetas.items()}, mu.astype(dt),
-            np.asarray(params["gmm.log_lambda"], dt), np.asarray(params["gmm.log_pi"], dt), keep=keep)
-    for q in quantized.values():
-        q[q == 0] = 0.0  # -0.0 -> +0.0: a zero is stored as "no entry" and decodes as +0.0
-    biases = [np.asarray(params[f"{n}.bias"]).astype(np.float32) for n in names]
+    quantized = {n: np.asarray(quantized[n], np.float32) for n in names}
+    biases = [np.asarray(biases[n]).astype(np.float32) for n in names]
     in_mask, out_masks, folded = structural_prune(geos, [quantized[n] for n in names], biases,
                                                   fold_constants=fold_constants)
     pruned = {}
@@ -109,7 +137,8 @@ def compress_model(arch, params, method, offset_bits=None, huffman_offsets=False
     for g, om in zip(geos, out_masks):
         pruned[g.name] = pruned_weight(quantized[g.name], g, om, prev)
         prev = om
-    if codebook is not None:  # keep only the cluster centres that survived the pruning
+    codebook, symbols = None, None
+    if method != "l2":  # keep only the cluster centres that survived the pruning
         codebook, symbols = cluster.build_codebook(pruned)
     layers = []
     prev = in_mask
