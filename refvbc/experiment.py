@@ -104,8 +104,9 @@ def validate(p, a):
         v = getattr(a, name)
         if v is not None and v < 0:
             p.error(f"--{name.replace('_', '-')} must be >= 0, got {v}")
-    for name, v in vars(a).items():
-        if name.startswith("lr_") and not (v >= 0 and np.isfinite(v)):
+    for name in ["lr_l2"] + [f"lr_{g}" for g in Config().lrs]:
+        v = getattr(a, name)
+        if not (v >= 0 and np.isfinite(v)):
             p.error(f"--{name.replace('_', '-')} must be a finite non-negative number, got {v}")
     for name in ("lr_decay_from", "tau2_ramp_from"):
         v = getattr(a, name)
