@@ -1,4 +1,4 @@
-"""CudaStepper: one optimisation step of the spec's objective (shared/spec/objective.md, "Loss") on a
+"""CudaStepper: one optimisation step of the spec's objective (docs/objective.md, "Loss") on a
 GPU through numba.cuda, with the interface of refvbc.train.CpuStepper.
 
 Shape legend

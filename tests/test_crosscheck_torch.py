@@ -1,5 +1,5 @@
 """Cross-check of the exported .npz (refvbc.crosscheck) against an independent PyTorch float64
-implementation of shared/spec/objective.md (tests/torch_spec.py), plus self-checks of that
+implementation of docs/objective.md (tests/torch_spec.py), plus self-checks of that
 implementation (autograd vs central differences, prior formulas vs scipy).
 
 Optional: skipped when torch is not installed.

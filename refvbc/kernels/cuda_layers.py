@@ -10,7 +10,7 @@ Shape legend (every device array is flat, C-order; the dims are passed as ints)
     pool            x (B*C, H, W) -> out, arg (B*C, H/2, W/2); arg in 0..3 = position in the window
     logits          (B, K); y (B,) int labels
 
-Formulas (shared/spec/objective.md, "Variational layer"; the CPU reference is refvbc/layers.py):
+Formulas (docs/objective.md, "Variational layer"; the CPU reference is refvbc/layers.py):
     forward   m = x θᵀ + b (or conv(x, θ) + b),  v = (x⊙x)(exp s)ᵀ (or conv(x⊙x, exp s)),
               std = sqrt(v + 1e-8),  y = m + std ⊙ ε
     backward  dv = dy ⊙ ε / (2 std);  dθ = dyᵀ x;  d(log σ²) = exp(s) ⊙ (dvᵀ (x⊙x));  db = Σ dy;
