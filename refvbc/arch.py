@@ -1,4 +1,4 @@
-"""Architectures of the spec (shared/spec/objective.md, "Architectures"), in PyTorch layouts.
+"""Architectures of the spec (docs/objective.md, "Architectures"), in PyTorch layouts.
 
 Shape legend
     B        batch size

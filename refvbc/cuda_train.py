@@ -1,4 +1,4 @@
-"""CudaStepper: one optimisation step of the spec's objective (shared/spec/objective.md, "Loss") on a
+"""CudaStepper: one optimisation step of the spec's objective (docs/objective.md, "Loss") on a
 GPU through numba.cuda, with the interface of refvbc.train.CpuStepper.
 
 Shape legend
@@ -6,13 +6,23 @@ Shape legend
     params / grads / m / v   flat device arrays, one per parameter name (host shapes kept aside)
     work                 float64 device workspace: scalars (8,) | KL, L2 partials (G,) | mixture (G, 1+3K) | consts (4K,)
     scalars              [0] Σ_b CE_b, [1] KL_VD, [2] Σ log GM + Σ log Γ, [3] ½ Σ θ² (all float64)
+    L                    one layer's plan (_plan): dims I, O or C, H, W, F, KH, KW; flat (B * n_out)
+                         buffers pre, dpre, [act, dact, pool, dpool, arg], [eps, std, dv]; input
 
-What a step does, all on the device except the one small copy of the scalars and the logits:
-    copy x and every layer's ε (one packed host->device copy) and y;  forward (variational or
-    deterministic layers, ReLU, max-pool);  softmax-CE;  backward into the gradient buffers;
-    KL_VD (τ1/N), mixture prior (-τ2/N) and weight decay added into the gradients as in objective.py;
-    copy the scalars and the logits to the host;  Adam (PyTorch's formula, per-group rates) when the loss
-    is finite, as CpuStepper does.
+What a step does, all on the device except the one small copy of the scalars and the logits; each
+method mirrors the CPU function beside it (read them side by side):
+    _upload          input checks of objective.loss_and_grads; x and every layer's ε in one packed
+                     host->device copy, y in another
+    _forward         models.forward (per layer _layer_forward: layers.{v,}dense / {v,}conv2d_forward),
+                     ReLU, max-pool
+    softmax_ce       (in step) layers.softmax_ce_forward and its backward, dlogits
+    _backward        models.backward (per layer _layer_backward) into the gradient buffers
+    _kl_vd           objective.py's KL_VD block (priors.kl_vd, gradients times τ1/N)
+    _mixture_prior   objective.py's mixture block (priors.mixture_prior, gradients times -τ2/N)
+    _weight_decay    objective.py's weight-decay block (L2 baseline)
+    _loss            copies the scalars and the logits to the host; the loss as objective.py assembles it
+    _adam            refvbc.optim.Adam.step (PyTorch's formula, per-group rates) when the loss is finite,
+                     as CpuStepper does
 `sync()` copies parameters and Adam state (m, v; step_count is kept on the host optimizer) back.
 """
 
@@ -24,6 +34,13 @@ from .kernels import cuda_available
 
 N_SCALARS = 8
 GMM_KEYS = ("gmm.mu", "gmm.log_lambda", "gmm.log_pi")
+
+
+def _dims(L, B):
+    """The int dims a layer kernel takes after its arrays: dense (B, I, O); conv (B, C, H, W, F, KH, KW)."""
+    if L["kind"] == "dense":
+        return (B, L["I"], L["O"])
+    return (B, L["C"], L["H"], L["W"], L["F"], L["KH"], L["KW"])
 
 
 class CudaStepper:
@@ -160,9 +177,32 @@ class CudaStepper:
         return plan
 
     # ----------------------------------------------------------------------------------------------
+    # one step, split along the CPU path's seams: objective.loss_and_grads (input checks, forward,
+    # softmax-CE, backward, the prior terms, the loss) and then Adam, as CpuStepper.step does
+
     def step(self, x, y, noise):
         """Returns loss (float), parts (dict), logits (B, 10) of the minibatch before the update."""
-        Lk, Pk, C = self._L, self._P, self._C
+        plan, B = self._upload(x, y, noise)
+        self._C.zero(self.work)
+        self._forward(plan, B)
+        last = plan["layers"][-1]
+        self._L.softmax_ce(last["pre"], plan["y"], last["dpre"], self.scalars, 0, B, N_CLASSES)
+        self._backward(plan, B)
+        inv_n = 1.0 / self.n_data
+        if self.kl_on:
+            self._kl_vd(self.tau1 * inv_n)
+        if self.mix_on:
+            self._mixture_prior(-self.tau2 * inv_n)
+        if self.wd:
+            self._weight_decay()
+        loss, parts, logits = self._loss(plan, B)
+        if np.isfinite(loss):
+            self._adam()
+        return loss, parts, logits
+
+    def _upload(self, x, y, noise):
+        """Input checks of objective.loss_and_grads; one packed host->device copy of x and every
+        layer's noise, one of y. Returns (plan, B)."""
         y = np.asarray(y)
         x = models.check_input(self.arch, x, y)
         B = x.shape[0]
@@ -173,7 +213,6 @@ class CudaStepper:
         if self.variational and noise is None:
             raise ValueError("variational parameters need noise (pass models.draw_noise(...))")
         plan = self._plan(B)
-        # one packed host->device copy of x and the noise, one of y
         host = plan["stage_host"]
         host[:plan["n_x"]] = np.asarray(x, self.dtype).reshape(-1)
         if self.variational:
@@ -186,29 +225,19 @@ class CudaStepper:
                 host[o:o + L["pre"].shape[0]] = np.asarray(noise[l.name], self.dtype).reshape(-1)
         plan["stage"].copy_to_device(host)
         plan["y"].copy_to_device(np.ascontiguousarray(y, np.int64))
-        C.zero(self.work)
-        p, g = self.d_p, self.d_g
+        return plan, B
 
-        # forward
+    def _forward(self, plan, B):
+        """models.forward: every layer (variational with its noise, or deterministic), ReLU after all
+        but the last, 2x2 max-pool after a conv's ReLU. The logits end in the last layer's "pre"."""
+        Lk, p = self._L, self.d_p
         if self.variational:
             for l in self.net:
-                Lk.exp(p[f"{l.name}.log_sigma2"], self.d_es[l.name])
+                Lk.exp(p[f"{l.name}.log_sigma2"], self.d_es[l.name])  # exp s, once per step
         h = plan["x"]
         for L in plan["layers"]:
             L["input"] = h
-            n = L["name"]
-            th, b = p[f"{n}.theta"], p[f"{n}.bias"]
-            if L["kind"] == "dense":
-                if self.variational:
-                    Lk.vdense_forward(h, th, self.d_es[n], b, L["eps"], L["pre"], L["std"], B, L["I"], L["O"])
-                else:
-                    Lk.dense_forward(h, th, b, L["pre"], B, L["I"], L["O"])
-            else:
-                dims = (B, L["C"], L["H"], L["W"], L["F"], L["KH"], L["KW"])
-                if self.variational:
-                    Lk.vconv_forward(h, th, self.d_es[n], b, L["eps"], L["pre"], L["std"], *dims)
-                else:
-                    Lk.conv_forward(h, th, b, L["pre"], *dims)
+            self._layer_forward(L, h, B)
             h = L["pre"]
             if not L["last"]:
                 Lk.relu_forward(L["pre"], L["act"])
@@ -216,84 +245,99 @@ class CudaStepper:
                 if L["kind"] == "conv":
                     Lk.maxpool_forward(L["act"], L["pool"], L["arg"], B * L["F"], L["OH"], L["OW"])
                     h = L["pool"]
-        last = plan["layers"][-1]
-        Lk.softmax_ce(last["pre"], plan["y"], last["dpre"], self.scalars, 0, B, N_CLASSES)
 
-        # backward
+    def _layer_forward(self, L, h, B):
+        """layers.{v,}dense_forward / layers.{v,}conv2d_forward of one layer into L["pre"]."""
+        Lk, p, n = self._L, self.d_p, L["name"]
+        th, b = p[f"{n}.theta"], p[f"{n}.bias"]
+        dense = L["kind"] == "dense"
+        if self.variational:
+            f = Lk.vdense_forward if dense else Lk.vconv_forward
+            f(h, th, self.d_es[n], b, L["eps"], L["pre"], L["std"], *_dims(L, B))
+        else:
+            f = Lk.dense_forward if dense else Lk.conv_forward
+            f(h, th, b, L["pre"], *_dims(L, B))
+
+    def _backward(self, plan, B):
+        """models.backward: from dlogits (the last layer's "dpre", written by softmax_ce) back through
+        every layer into the gradient buffers; the input gradient of the first layer is not computed."""
+        Lk = self._L
         layers = plan["layers"]
         for i in range(len(layers) - 1, -1, -1):
             L = layers[i]
-            n = L["name"]
-            d = L["dpre"]
-            x_in = L["input"]
-            th = p[f"{n}.theta"]
-            Lk.bias_grad(d, g[f"{n}.bias"], B, L["O"] if L["kind"] == "dense" else L["F"], L["P"])
             prev = layers[i - 1] if i > 0 else None
             dx = None
             if prev is not None:
                 dx = prev["dpool"] if prev["kind"] == "conv" else prev["dact"]
-            if self.variational:
-                Lk.dv(d, L["eps"], L["std"], L["dv"])
-            if L["kind"] == "dense":
-                dims = (B, L["I"], L["O"])
-                if self.variational:
-                    es = self.d_es[n]
-                    Lk.vdense_dweight(d, L["dv"], x_in, es, g[f"{n}.theta"], g[f"{n}.log_sigma2"], *dims)
-                    if dx is not None:
-                        Lk.vdense_dx(d, L["dv"], th, es, x_in, dx, *dims)
-                else:
-                    Lk.dense_dweight(d, x_in, g[f"{n}.theta"], *dims)
-                    if dx is not None:
-                        Lk.dense_dx(d, th, dx, *dims)
-            else:
-                dims = (B, L["C"], L["H"], L["W"], L["F"], L["KH"], L["KW"])
-                if self.variational:
-                    es = self.d_es[n]
-                    Lk.vconv_dweight(d, L["dv"], x_in, es, g[f"{n}.theta"], g[f"{n}.log_sigma2"], *dims)
-                    if dx is not None:
-                        Lk.vconv_dx(d, L["dv"], th, es, x_in, dx, *dims)
-                else:
-                    Lk.conv_dweight(d, x_in, g[f"{n}.theta"], *dims)
-                    if dx is not None:
-                        Lk.conv_dx(d, th, dx, *dims)
+            self._layer_backward(L, dx, B)
             if prev is not None:
                 if prev["kind"] == "conv":
                     Lk.maxpool_backward(prev["dpool"], prev["arg"], prev["dact"], B * prev["F"],
                                         prev["OH"], prev["OW"])
                 Lk.relu_backward(prev["dact"], prev["pre"], prev["dpre"])
 
-        # priors (objective.py): KL_VD * tau1/N, -tau2/N * mixture, weight decay
-        inv_n = 1.0 / self.n_data
-        if self.kl_on:
-            for l in self.net:
-                n = l.name
-                Pk.kl_vd(p[f"{n}.theta"], p[f"{n}.log_sigma2"], g[f"{n}.theta"], g[f"{n}.log_sigma2"],
-                         self.tau1 * inv_n, self.part_kl)
-            C.sum_rows_kernel[1, 1](self.part_kl, C.REDUCE_BLOCKS, self.scalars, 1)
-        if self.mix_on:
-            s = -self.tau2 * inv_n
-            Pk.mixture_prep(p["gmm.mu"], p["gmm.log_lambda"], p["gmm.log_pi"], PI0, self.consts)
-            for l in self.net:
-                Pk.mixture_pass(p[f"{l.name}.theta"], p["gmm.mu"], self.consts, g[f"{l.name}.theta"], s,
-                                self.part_mix)
-            Pk.mixture_finalize(self.part_mix, self.consts,
-                                p["gmm.log_lambda"], GAMMA_ALPHA, GAMMA_BETA, s, g["gmm.mu"],
-                                g["gmm.log_lambda"], g["gmm.log_pi"], self.scalars, 2)
-        if self.wd:
-            for l in self.net:
-                Pk.l2(p[f"{l.name}.theta"], g[f"{l.name}.theta"], self.wd, self.part_l2)
-            C.sum_rows_kernel[1, 1](self.part_l2, C.REDUCE_BLOCKS, self.scalars, 3)
+    def _layer_backward(self, L, dx, B):
+        """layers.{v,}dense_backward / layers.{v,}conv2d_backward of one layer: bias, weight (and
+        log sigma^2) gradients from L["dpre"]; the input gradient into dx unless dx is None."""
+        Lk, p, g, n = self._L, self.d_p, self.d_g, L["name"]
+        d, x_in, th = L["dpre"], L["input"], p[f"{n}.theta"]
+        dense = L["kind"] == "dense"
+        dims = _dims(L, B)
+        Lk.bias_grad(d, g[f"{n}.bias"], B, L["O"] if dense else L["F"], L["P"])
+        if self.variational:
+            Lk.dv(d, L["eps"], L["std"], L["dv"])
+            es = self.d_es[n]
+            f_dw, f_dx = (Lk.vdense_dweight, Lk.vdense_dx) if dense else (Lk.vconv_dweight, Lk.vconv_dx)
+            f_dw(d, L["dv"], x_in, es, g[f"{n}.theta"], g[f"{n}.log_sigma2"], *dims)
+            if dx is not None:
+                f_dx(d, L["dv"], th, es, x_in, dx, *dims)
+        else:
+            f_dw, f_dx = (Lk.dense_dweight, Lk.dense_dx) if dense else (Lk.conv_dweight, Lk.conv_dx)
+            f_dw(d, x_in, g[f"{n}.theta"], *dims)
+            if dx is not None:
+                f_dx(d, th, dx, *dims)
 
-        # the one small device->host copy: scalars (and the logits the interface returns)
+    # prior terms: the three blocks of objective.loss_and_grads, each adding scale * its gradient
+    # into the buffers the backward pass wrote, and its value into self.scalars
+
+    def _kl_vd(self, scale):
+        """priors.kl_vd of every layer, gradients times scale = tau1/N; KL_VD into scalars[1]."""
+        p, g, C = self.d_p, self.d_g, self._C
+        for l in self.net:
+            n = l.name
+            self._P.kl_vd(p[f"{n}.theta"], p[f"{n}.log_sigma2"], g[f"{n}.theta"], g[f"{n}.log_sigma2"],
+                          scale, self.part_kl)
+        C.sum_rows_kernel[1, 1](self.part_kl, C.REDUCE_BLOCKS, self.scalars, 1)
+
+    def _mixture_prior(self, scale):
+        """priors.mixture_prior over all layers, gradients times scale = -tau2/N; Σ log GM + Σ log Γ
+        into scalars[2]."""
+        p, g, Pk = self.d_p, self.d_g, self._P
+        Pk.mixture_prep(p["gmm.mu"], p["gmm.log_lambda"], p["gmm.log_pi"], PI0, self.consts)
+        for l in self.net:
+            Pk.mixture_pass(p[f"{l.name}.theta"], p["gmm.mu"], self.consts, g[f"{l.name}.theta"], scale,
+                            self.part_mix)
+        Pk.mixture_finalize(self.part_mix, self.consts, p["gmm.log_lambda"], GAMMA_ALPHA, GAMMA_BETA, scale,
+                            g["gmm.mu"], g["gmm.log_lambda"], g["gmm.log_pi"], self.scalars, 2)
+
+    def _weight_decay(self):
+        """The L2 baseline's weight_decay * theta gradient; ½ Σ θ² into scalars[3]."""
+        p, g, C = self.d_p, self.d_g, self._C
+        for l in self.net:
+            self._P.l2(p[f"{l.name}.theta"], g[f"{l.name}.theta"], self.wd, self.part_l2)
+        C.sum_rows_kernel[1, 1](self.part_l2, C.REDUCE_BLOCKS, self.scalars, 3)
+
+    def _loss(self, plan, B):
+        """The one small device->host copy (scalars and the logits the interface returns) and the loss
+        as objective.loss_and_grads assembles it. Returns (loss, parts, logits)."""
         sc = self.scalars.copy_to_host()
+        last = plan["layers"][-1]
         logits = last["pre"].copy_to_host(plan["logits_host"]).reshape(B, N_CLASSES).copy()
         ce = float(self.dtype.type(sc[0] / B))
         parts = {"ce": ce, "kl": float(sc[1]) if self.kl_on else 0.0,
                  "log_prior": float(sc[2]) if self.mix_on else 0.0, "l2": float(sc[3]) if self.wd else 0.0}
         reg = self.tau1 * parts["kl"] - self.tau2 * parts["log_prior"]
-        loss = ce + reg * inv_n + self.wd * parts["l2"]
-        if np.isfinite(loss):
-            self._adam()
+        loss = ce + reg * (1.0 / self.n_data) + self.wd * parts["l2"]
         return loss, parts, logits
 
     def _adam(self):

@@ -13,7 +13,7 @@ Backward passes return new arrays and never mutate dout. Noise ε is an argument
 All functions are dtype-preserving: float32 in, float32 out; float64 in, float64 out. Every array argument
 of one call must share one floating dtype (float32 or float64); anything else raises ValueError.
 
-Variational layers follow shared/spec/objective.md, "Variational layer (training), local
+Variational layers follow docs/objective.md, "Variational layer (training), local
 reparameterization":  m = x θᵀ + b (dense) or conv(x, θ) + b (conv),  v = (x⊙x)(exp s)ᵀ or
 conv(x⊙x, exp s),  y = m + sqrt(v + 1e-8) ⊙ ε.
 

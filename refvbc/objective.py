@@ -1,4 +1,4 @@
-"""The training objective of shared/spec/objective.md ("Loss"), assembled for one minibatch.
+"""The training objective of docs/objective.md ("Loss"), assembled for one minibatch.
 
     loss = mean_b CE(logits_b, y_b) + [ tau1 * KL_VD - tau2 * (sum_i log GM(theta_i) + sum_k log Gamma(lambda_k)) ] / N
            (+ weight_decay/2 * sum theta^2 for the L2 baseline)

@@ -1,4 +1,4 @@
-"""The prior terms of the objective (shared/spec/objective.md, "Terms"): KL_VD, the Gaussian-mixture
+"""The prior terms of the objective (docs/objective.md, "Terms"): KL_VD, the Gaussian-mixture
 log-density with its Gamma hyper-prior, the mixture initialisation (paper Table 3), the clustering
 argmax and the dropout rate used for pruning.
 

@@ -175,8 +175,8 @@ def test_cli_round_trip(tmp_path, capsys):
 
 
 def test_accuracy_decoded_equals_in_memory():
-    """Stand-in for the MNIST check of issue 4 (the trained models come from train.py): the decoded file's
-    predictions equal the in-memory compressed model's on the bundled test images."""
+    """Stand-in for the end-to-end MNIST accuracy check (the trained models come from train.py): the
+    decoded file's predictions equal the in-memory compressed model's on the bundled test images."""
     from refvbc.data import load_mnist
 
     x, y = load_mnist("test")

@@ -1,5 +1,5 @@
 """Cross-check of the exported .npz (refvbc.crosscheck) against an independent PyTorch float64
-implementation of shared/spec/objective.md (tests/torch_spec.py), plus self-checks of that
+implementation of docs/objective.md (tests/torch_spec.py), plus self-checks of that
 implementation (autograd vs central differences, prior formulas vs scipy).
 
 Optional: skipped when torch is not installed.
@@ -15,6 +15,7 @@ import pytest
 torch = pytest.importorskip("torch")
 torch.set_num_threads(1)  # tiny tensors; the test machine's cores are shared
 
+from gradcheck import num_grad, rel_err  # noqa: E402
 import torch_spec  # noqa: E402  (tests/ is on sys.path under pytest's default rootdir import mode)
 from refvbc import arch as A  # noqa: E402
 
@@ -25,12 +26,6 @@ CASES = [(a, t) for a in ("lenet300", "lenet5") for t in (0.0, 0.02)]
 CASE_IDS = [f"{a}-tau2={t}" for a, t in CASES]
 # entries of the fixed mixture component (spec "Terms"): their gradient must be exactly zero
 FIXED_ENTRIES = {"gmm.mu": 0, "gmm.log_pi": 0}
-
-
-def rel_err(a, b):
-    """Per-tensor relative error max|a - b| / max(max|b|, 1e-300); b is the reference."""
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    return float(np.max(np.abs(a - b), initial=0.0) / max(float(np.max(np.abs(b), initial=0.0)), 1e-300))
 
 
 def param_names(arch_name):
@@ -299,20 +294,11 @@ def test_torch_spec_central_differences(arch_name, tau2):
     pick = np.random.default_rng(1)
     with torch.no_grad():
         for name, p in params.items():
-            flat = p.view(-1)
             # every entry of small tensors, 40 random ones (plus entry 0) of larger ones
-            idx = np.arange(flat.numel())
+            idx = np.arange(p.numel())
             if idx.size > 60:
                 idx = np.union1d([0], pick.choice(idx.size, 40, replace=False))
-            num = np.zeros(idx.size)
-            for j, i in enumerate(idx):
-                old = float(flat[i])
-                flat[i] = old + h
-                lp = float(torch_spec.spec_forward(arch, params, x, y, noise, config)[0])
-                flat[i] = old - h
-                lm = float(torch_spec.spec_forward(arch, params, x, y, noise, config)[0])
-                flat[i] = old
-                num[j] = (lp - lm) / (2 * h)
+            num = num_grad(lambda _: torch_spec.spec_forward(arch, params, x, y, noise, config)[0], p, idx, h)
             ana = grads[name].ravel()[idx]
             e = rel_err(num, ana) if np.any(ana) else float(np.max(np.abs(num)))
             assert e <= 1e-6, f"{arch_name} tau2={tau2} {name}: autograd vs central differences rel err {e:.3e}"

@@ -4,6 +4,7 @@ and the numba-backed conv layers against the independent einsum references."""
 import numpy as np
 import pytest
 
+from gradcheck import rel_err
 from refvbc import layers as L
 from refvbc.kernels import conv as K
 
@@ -12,13 +13,6 @@ DTYPES = [np.float32, np.float64]
 GEOMS = [((2, 1, 28, 28), (5, 5)), ((3, 20, 12, 12), (5, 5)), ((2, 3, 7, 5), (3, 2)), ((1, 2, 4, 4), (1, 1)),
          ((2, 2, 3, 6), (3, 6))]
 TOL = {np.float32: 2e-6, np.float64: 1e-13}
-
-
-def rel_err(a, b):
-    """max|a-b| / max(max|a|, max|b|, 1e-12)."""
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    return np.max(np.abs(a - b)) / max(np.max(np.abs(a)), np.max(np.abs(b)), 1e-12)
 
 
 def assert_close(name, got, ref, dtype):
@@ -116,3 +110,55 @@ def test_maxpool_numba_vs_numpy(dtype, shape):
     np.testing.assert_array_equal(K.maxpool2x2_backward_numba(d, arg), K.maxpool2x2_backward_numpy(d, arg_r),
                                   err_msg="maxpool2x2_backward_numba")
     assert out.dtype == dtype
+
+
+# "columns" layout kernels (the (K, B*P) layout of the variational conv)
+
+CONV_SHAPES = [(2, 1, 8, 8, 3, 5, 5), (3, 4, 7, 6, 5, 3, 2), (1, 2, 5, 5, 1, 5, 5)]  # B, C, H, W, F, kh, kw
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", CONV_SHAPES)
+def test_columns_layout_kernels_match_numpy(shape, dtype):
+    B, C, H, W, F, kh, kw = shape
+    rng = np.random.default_rng(sum(shape))
+    x = rng.standard_normal((B, C, H, W)).astype(dtype)
+    OH, OW = H - kh + 1, W - kw + 1
+    Kc, BP = C * kh * kw, B * OH * OW
+    tol = 1e-6 if dtype == np.float32 else 1e-14
+    cT, cTs = K.im2col_t_pair_numba(x, kh, kw, True)
+    ref = K.im2col_t_numpy(x, kh, kw)
+    np.testing.assert_array_equal(cT, ref, err_msg="im2col_t")
+    np.testing.assert_array_equal(cTs, ref * ref, err_msg="im2col_t squared")
+    assert K.im2col_t_pair_numba(x, kh, kw, False)[1].shape == (0, BP)
+    d1 = rng.standard_normal((Kc, BP)).astype(dtype)
+    d2 = rng.standard_normal((Kc, BP)).astype(dtype)
+    got = K.col2im_t_pair_numba(d1, d2, x, kh, kw, True)
+    np.testing.assert_allclose(got, K.col2im_t_pair_numpy(d1, d2, x, kh, kw), rtol=tol, atol=tol,
+                               err_msg="col2im_t_pair")
+    got1 = K.col2im_t_pair_numba(d1, d2, x, kh, kw, False)
+    np.testing.assert_allclose(got1, K.col2im_numpy(d1.T, x.shape, kh, kw), rtol=tol, atol=tol)
+    m = rng.standard_normal((F, BP)).astype(dtype)
+    v = rng.random((F, BP)).astype(dtype)
+    b = rng.standard_normal(F).astype(dtype)
+    eps = rng.standard_normal((B, F, OH, OW)).astype(dtype)
+    y, std = K.vconv_output_t_numba(m, v, b, eps, dtype(1e-8))
+    yr, sr = K.vconv_output_t_numpy(m, v, b, eps, dtype(1e-8))
+    np.testing.assert_allclose(y, yr, rtol=tol, atol=tol, err_msg="vconv_output_t y")
+    np.testing.assert_allclose(std, sr, rtol=tol, atol=tol, err_msg="vconv_output_t std")
+    dy = rng.standard_normal((B, F, OH, OW)).astype(dtype)
+    dm, dv = K.vconv_dout_t_numba(dy, eps, std)
+    dmr, dvr = K.vconv_dout_t_numpy(dy, eps, std)
+    np.testing.assert_array_equal(dm, dmr, err_msg="vconv_dout_t dm")
+    np.testing.assert_allclose(dv, dvr, rtol=tol, atol=tol, err_msg="vconv_dout_t dv")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu_backward_kernel_matches_numpy(dtype):
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal(1000).astype(dtype)
+    x[::7] = 0.0
+    d = rng.standard_normal(1000).astype(dtype)
+    got = K.relu_backward_numba(d, x)
+    assert got.dtype == dtype
+    np.testing.assert_array_equal(got, K.relu_backward_numpy(d, x))

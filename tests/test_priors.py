@@ -4,6 +4,7 @@
 import numpy as np
 import pytest
 
+from gradcheck import num_grad, rel_err
 from refvbc.arch import GAMMA_ALPHA, GAMMA_BETA, N_COMPONENTS, PI0
 from refvbc.kernels.mixture import (
     CHUNK,
@@ -11,6 +12,7 @@ from refvbc.kernels.mixture import (
     exp_kernel,
     kl_vd_kernel,
     kl_vd_kernel_serial,
+    log_kernel,
     mixture_pass_kernel,
     mixture_pass_kernel_serial,
 )
@@ -31,34 +33,10 @@ DTYPES = [np.float32, np.float64]
 SIZES = [1, 7, CHUNK, PARALLEL_MIN + 37]  # the last one runs the parallel kernels
 
 
-def rel_error(actual, expected):
-    """Elementwise max of |a - e| / max(|a| + |e|, 1e-8) (CS231n)."""
-    a = np.asarray(actual, dtype=np.float64)
-    e = np.asarray(expected, dtype=np.float64)
-    return float(np.max(np.abs(a - e) / np.maximum(np.abs(a) + np.abs(e), 1e-8)))
-
-
 def assert_rel(actual, expected, tol, what):
-    err = rel_error(actual, expected)
+    err = rel_err(actual, expected, per_entry=True)
     assert err <= tol, (f"{what}: relative error {err:.3e} > {tol:.0e}\n"
                         f"expected {np.asarray(expected).ravel()[:8]}\nactual   {np.asarray(actual).ravel()[:8]}")
-
-
-def central_diff(f, x, idx, h, order=2):
-    """Central difference of f along each index in idx (x is copied):
-    order 2: (f(x+h) - f(x-h)) / 2h; order 4: (-f(x+2h) + 8f(x+h) - 8f(x-h) + f(x-2h)) / 12h
-    (the 4th-order stencil allows a larger h, i.e. less round-off, for entries that are small
-    compared with the value)."""
-    stencil = {2: ((1, 0.5), (-1, -0.5)), 4: ((2, -1 / 12), (1, 8 / 12), (-1, -8 / 12), (-2, 1 / 12))}[order]
-    out = np.empty(len(idx))
-    for j, i in enumerate(idx):
-        acc = 0.0
-        for step, coef in stencil:
-            xs = x.copy()
-            xs.flat[i] += step * h
-            acc += coef * f(xs)
-        out[j] = acc / h
-    return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -84,9 +62,9 @@ def test_kl_vd_central_difference(region):
     idx = range(theta.size)
     h = 1e-5
     # KL_VD is a sum over weights: difference one weight at a time (less round-off in the value)
-    num_t = np.array([central_diff(lambda x: kl_vd(x, s[i:i + 1])[0], theta[i:i + 1], [0], h * abs(theta[i]))[0]
+    num_t = np.array([num_grad(lambda x: kl_vd(x, s[i:i + 1])[0], theta[i:i + 1].copy(), [0], h * abs(theta[i]))[0]
                       for i in idx])
-    num_s = np.array([central_diff(lambda x: kl_vd(theta[i:i + 1], x)[0], s[i:i + 1], [0], h)[0]
+    num_s = np.array([num_grad(lambda x: kl_vd(theta[i:i + 1], x)[0], s[i:i + 1].copy(), [0], h)[0]
                       for i in idx])
     if region == "inside":
         assert_rel(dtheta, num_t, 1e-6, "dtheta")
@@ -213,8 +191,8 @@ def test_mixture_prior_central_difference_theta():
     # log GM is a sum over weights and the Gamma term does not involve theta: difference one weight at
     # a time, without the Gamma term (less round-off in the value)
     num = np.array([
-        central_diff(lambda x: mixture_prior([x], mu, ll, lp, gamma_alpha=1.0, gamma_beta=0.0)[0],
-                     w[i:i + 1], [0], h)[0]
+        num_grad(lambda x: mixture_prior([x], mu, ll, lp, gamma_alpha=1.0, gamma_beta=0.0)[0],
+                 w[i:i + 1].copy(), [0], h)[0]
         for i in range(w.size)])
     ana = np.concatenate([d.ravel() for d in dthetas])
     assert_rel(ana, num, 1e-6, "dtheta")
@@ -235,9 +213,9 @@ def test_mixture_prior_central_difference_params(gamma):
     learn = list(range(1, K))
     # The Gamma term (~1e7 with the spec's alpha) depends on log_lambda only; mu and rho are
     # differenced without it (same gradient, far less round-off in the value).
-    num_mu = central_diff(lambda x: f(x, ll, lp, 1.0, 0.0), mu, learn, 1e-6, order=4)
-    num_ll = central_diff(lambda x: f(mu, x, lp), ll, range(K), 1e-4, order=4)
-    num_lp = central_diff(lambda x: f(mu, ll, x, 1.0, 0.0), lp, learn, 1e-3, order=4)
+    num_mu = num_grad(lambda x: f(x, ll, lp, 1.0, 0.0), mu.copy(), learn, 1e-6, order=4)
+    num_ll = num_grad(lambda x: f(mu, x, lp), ll.copy(), range(K), 1e-4, order=4)
+    num_lp = num_grad(lambda x: f(mu, ll, x, 1.0, 0.0), lp.copy(), learn, 1e-3, order=4)
     assert_rel(dmu[1:], num_mu, 1e-6, "dmu[1:]")
     assert_rel(dll, num_ll, 1e-6, "dlog_lambda")
     assert_rel(dlp[1:], num_lp, 1e-6, "dlog_pi[1:]")
@@ -401,3 +379,24 @@ def test_vectorizable_exp_matches_numpy():
     out = np.empty_like(tiny)
     exp_kernel(tiny, out)
     np.testing.assert_array_equal(out, 0.0)
+
+
+def test_vectorizable_log_matches_numpy():
+    rng = np.random.default_rng(31)
+    x = np.concatenate([np.exp(rng.uniform(-700, 700, 20000)), rng.uniform(0.5, 2.0, 20000),
+                        1.0 + rng.uniform(-1e-6, 1e-6, 1000), [1.0, 2.0, 0.5, 1e-8, 2.2250738585072014e-308,
+                                                              1.7976931348623157e308]])
+    out = np.empty_like(x)
+    log_kernel(x, out)
+    ref = np.log(x)
+    err = np.max(np.abs(out - ref) / np.maximum(np.abs(ref), 1e-300))
+    assert err <= 1e-15, f"log relative error {err:.3e} > 1e-15"
+    near1 = np.max(np.abs(out - ref)[40000:41000])
+    assert near1 <= 1e-21, f"log absolute error near 1: {near1:.3e}"
+
+
+def test_vectorizable_log_bad_input_is_nan():
+    bad = np.array([0.0, -0.0, -1.0, 1e-310, np.inf, -np.inf, np.nan])
+    out = np.zeros_like(bad)
+    log_kernel(bad, out)
+    assert np.all(np.isnan(out)), f"expected nan for {bad}, got {out}"

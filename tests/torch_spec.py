@@ -1,6 +1,6 @@
-"""An independent PyTorch (float64, autograd) implementation of shared/spec/objective.md.
+"""An independent PyTorch (float64, autograd) implementation of docs/objective.md.
 
-Written from the spec only: it imports no refvbc numerics (no layers/priors/models/objective), and it
+Written from docs/objective.md alone: it imports no refvbc numerics (no layers/priors/models/objective), and it
 reads nothing but the arrays of a cross-check file (``config/``, ``input/``, ``param/``, ``noise/``).
 Its loss, logits and autograd gradients are compared against the file's ``out/`` and ``grad/`` arrays by
 tests/test_crosscheck_torch.py.
@@ -77,7 +77,7 @@ def clip_log_alpha(raw):
     """clip(raw, -10, 10) with no gradient outside the range (spec "Terms").
 
     torch.clamp's backward is grad * (min <= raw <= max): zero strictly outside, identity inside (the
-    boundary itself counts as inside, which the spec leaves open; tests keep exported values off it).
+    boundary itself counts as inside, as docs/objective.md "Terms" says; tests keep exported values off it).
     """
     return torch.clamp(raw, LOG_ALPHA_MIN, LOG_ALPHA_MAX)
 

@@ -8,7 +8,7 @@ import numba
 import numpy as np
 
 
-# Serial on purpose (issue 5): the largest tensor has 4e5 entries (~0.3 ms on one core, memory-bound);
+# Serial on purpose: the largest tensor has 4e5 entries (~0.3 ms on one core, memory-bound);
 # a parallel region per tensor costs more than that on a loaded 2-core machine, where a descheduled worker
 # thread stalls the barrier for a whole scheduler slice (measured: Adam took 58% of a LeNet-300 step).
 # error_model="numpy": no ZeroDivisionError branch in the loop, so it vectorizes (the denominator is

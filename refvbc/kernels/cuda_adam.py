@@ -9,7 +9,7 @@ import math
 
 from numba import cuda
 
-from .cuda_common import grid
+from .cuda_common import launch
 
 
 @cuda.jit
@@ -31,6 +31,5 @@ def adam_kernel(p, g, m, v, lr, beta1, beta2, eps, bias_correction1, bias_correc
 def adam_update(p, g, m, v, lr, beta1, beta2, eps, bias_correction1, bias_correction2):
     """Launch adam_kernel on flat device arrays; scalars are cast to p's dtype."""
     dt = p.dtype.type
-    b, t = grid(p.shape[0])
-    adam_kernel[b, t](p, g, m, v, dt(lr), dt(beta1), dt(beta2), dt(eps), dt(bias_correction1),
-                      dt(bias_correction2), p.shape[0])
+    launch(adam_kernel, p.shape[0], p, g, m, v, dt(lr), dt(beta1), dt(beta2), dt(eps),
+           dt(bias_correction1), dt(bias_correction2), p.shape[0])

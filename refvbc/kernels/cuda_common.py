@@ -69,7 +69,13 @@ def sum_rows_kernel(part, G, out, slot):
         out[slot] += acc
 
 
+def launch(kernel, n, *args):
+    """Run the grid-stride `kernel` over n work items: kernel[grid(n)](*args). Every launch wrapper of
+    cuda_layers.py / cuda_adam.py is this call with its kernel's work count (its outputs)."""
+    b, t = grid(n)
+    kernel[b, t](*args)
+
+
 def zero(a):
     """Zero a flat device array."""
-    b, t = grid(a.shape[0])
-    zero_kernel[b, t](a, a.shape[0])
+    launch(zero_kernel, a.shape[0], a, a.shape[0])

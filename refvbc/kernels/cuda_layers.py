@@ -10,7 +10,7 @@ Shape legend (every device array is flat, C-order; the dims are passed as ints)
     pool            x (B*C, H, W) -> out, arg (B*C, H/2, W/2); arg in 0..3 = position in the window
     logits          (B, K); y (B,) int labels
 
-Formulas (shared/spec/objective.md, "Variational layer"; the CPU reference is refvbc/layers.py):
+Formulas (docs/objective.md, "Variational layer"; the CPU reference is refvbc/layers.py):
     forward   m = x θᵀ + b (or conv(x, θ) + b),  v = (x⊙x)(exp s)ᵀ (or conv(x⊙x, exp s)),
               std = sqrt(v + 1e-8),  y = m + std ⊙ ε
     backward  dv = dy ⊙ ε / (2 std);  dθ = dyᵀ x;  d(log σ²) = exp(s) ⊙ (dvᵀ (x⊙x));  db = Σ dy;
@@ -24,7 +24,7 @@ import math
 import numpy as np
 from numba import cuda
 
-from .cuda_common import TPB, block_sum, grid
+from .cuda_common import TPB, block_sum, launch
 
 JITTER = 1e-8  # spec "Variational layer": sqrt(v + 1e-8)
 
@@ -400,102 +400,86 @@ def softmax_ce_kernel(logits, y, dlogits, out, slot, B, K):
 
 
 # --------------------------------------------------------------------------------------------------
-# launch wrappers (device arrays in, nothing returned; outputs are written into the given arrays)
+# launch wrappers (device arrays in, nothing returned; outputs are written into the given arrays):
+# each is cuda_common.launch(kernel, its work count = its outputs, *args)
 
 
 def exp(s, es):
-    b, t = grid(s.shape[0])
-    exp_kernel[b, t](s, es, s.shape[0])
+    launch(exp_kernel, s.shape[0], s, es, s.shape[0])
 
 
 def dv(dout, eps, std, out):
-    b, t = grid(dout.shape[0])
-    dv_kernel[b, t](dout, eps, std, out, dout.shape[0])
+    launch(dv_kernel, dout.shape[0], dout, eps, std, out, dout.shape[0])
 
 
 def relu_forward(x, out):
-    b, t = grid(x.shape[0])
-    relu_forward_kernel[b, t](x, out, x.shape[0])
+    launch(relu_forward_kernel, x.shape[0], x, out, x.shape[0])
 
 
 def relu_backward(dout, x, dx):
-    b, t = grid(x.shape[0])
-    relu_backward_kernel[b, t](dout, x, dx, x.shape[0])
+    launch(relu_backward_kernel, x.shape[0], dout, x, dx, x.shape[0])
 
 
 def bias_grad(dout, db, B, O, P):
-    b, t = grid(O)
-    bias_grad_kernel[b, t](dout, db, B, O, P)
+    launch(bias_grad_kernel, O, dout, db, B, O, P)
 
 
 def dense_forward(x, w, bias, out, B, I, O):
-    b, t = grid(B * O)
-    dense_forward_kernel[b, t](x, w, bias, out, B, I, O)
+    launch(dense_forward_kernel, B * O, x, w, bias, out, B, I, O)
 
 
 def vdense_forward(x, theta, es, bias, eps, out, std, B, I, O):
-    b, t = grid(B * O)
-    vdense_forward_kernel[b, t](x, theta, es, bias, eps, out, std, B, I, O)
+    launch(vdense_forward_kernel, B * O, x, theta, es, bias, eps, out, std, B, I, O)
 
 
 def dense_dweight(dout, x, dw, B, I, O):
-    b, t = grid(O * I)
-    dense_dweight_kernel[b, t](dout, x, dw, B, I, O)
+    launch(dense_dweight_kernel, O * I, dout, x, dw, B, I, O)
 
 
 def vdense_dweight(dout, dv_, x, es, dtheta, dls, B, I, O):
-    b, t = grid(O * I)
-    vdense_dweight_kernel[b, t](dout, dv_, x, es, dtheta, dls, B, I, O)
+    launch(vdense_dweight_kernel, O * I, dout, dv_, x, es, dtheta, dls, B, I, O)
 
 
 def dense_dx(dout, w, dx, B, I, O):
-    b, t = grid(B * I)
-    dense_dx_kernel[b, t](dout, w, dx, B, I, O)
+    launch(dense_dx_kernel, B * I, dout, w, dx, B, I, O)
 
 
 def vdense_dx(dout, dv_, theta, es, x, dx, B, I, O):
-    b, t = grid(B * I)
-    vdense_dx_kernel[b, t](dout, dv_, theta, es, x, dx, B, I, O)
+    launch(vdense_dx_kernel, B * I, dout, dv_, theta, es, x, dx, B, I, O)
 
 
 def conv_forward(x, w, bias, out, B, C, H, W, F, KH, KW):
-    b, t = grid(B * F * (H - KH + 1) * (W - KW + 1))
-    conv_forward_kernel[b, t](x, w, bias, out, B, C, H, W, F, KH, KW)
+    launch(conv_forward_kernel, B * F * (H - KH + 1) * (W - KW + 1),
+           x, w, bias, out, B, C, H, W, F, KH, KW)
 
 
 def vconv_forward(x, theta, es, bias, eps, out, std, B, C, H, W, F, KH, KW):
-    b, t = grid(B * F * (H - KH + 1) * (W - KW + 1))
-    vconv_forward_kernel[b, t](x, theta, es, bias, eps, out, std, B, C, H, W, F, KH, KW)
+    launch(vconv_forward_kernel, B * F * (H - KH + 1) * (W - KW + 1),
+           x, theta, es, bias, eps, out, std, B, C, H, W, F, KH, KW)
 
 
 def conv_dweight(dout, x, dw, B, C, H, W, F, KH, KW):
-    b, t = grid(F * C * KH * KW)
-    conv_dweight_kernel[b, t](dout, x, dw, B, C, H, W, F, KH, KW)
+    launch(conv_dweight_kernel, F * C * KH * KW, dout, x, dw, B, C, H, W, F, KH, KW)
 
 
 def vconv_dweight(dout, dv_, x, es, dtheta, dls, B, C, H, W, F, KH, KW):
-    b, t = grid(F * C * KH * KW)
-    vconv_dweight_kernel[b, t](dout, dv_, x, es, dtheta, dls, B, C, H, W, F, KH, KW)
+    launch(vconv_dweight_kernel, F * C * KH * KW, dout, dv_, x, es, dtheta, dls, B, C, H, W, F, KH, KW)
 
 
 def conv_dx(dout, w, dx, B, C, H, W, F, KH, KW):
-    b, t = grid(B * C * H * W)
-    conv_dx_kernel[b, t](dout, w, dx, B, C, H, W, F, KH, KW)
+    launch(conv_dx_kernel, B * C * H * W, dout, w, dx, B, C, H, W, F, KH, KW)
 
 
 def vconv_dx(dout, dv_, theta, es, x, dx, B, C, H, W, F, KH, KW):
-    b, t = grid(B * C * H * W)
-    vconv_dx_kernel[b, t](dout, dv_, theta, es, x, dx, B, C, H, W, F, KH, KW)
+    launch(vconv_dx_kernel, B * C * H * W, dout, dv_, theta, es, x, dx, B, C, H, W, F, KH, KW)
 
 
 def maxpool_forward(x, out, arg, BC, H, W):
-    b, t = grid(BC * (H // 2) * (W // 2))
-    maxpool_forward_kernel[b, t](x, out, arg, BC, H, W)
+    launch(maxpool_forward_kernel, BC * (H // 2) * (W // 2), x, out, arg, BC, H, W)
 
 
 def maxpool_backward(dout, arg, dx, BC, H, W):
-    b, t = grid(BC * (H // 2) * (W // 2))
-    maxpool_backward_kernel[b, t](dout, arg, dx, BC, H, W)
+    launch(maxpool_backward_kernel, BC * (H // 2) * (W // 2), dout, arg, dx, BC, H, W)
 
 
 def softmax_ce(logits, y, dlogits, out, slot, B, K):

@@ -8,7 +8,7 @@ Shape legend
     consts         (4, K) float64: lam, half_lam, const, soft (see mixture_prep_kernel)
     part           float64 partial sums: (G,) for KL and L2; (G, 1 + 3K) for the mixture
 
-Formulas (shared/spec/objective.md, "Terms"; CPU references priors.kl_vd / priors.mixture_prior):
+Formulas (docs/objective.md, "Terms"; CPU references priors.kl_vd / priors.mixture_prior):
     log α = clip(s - log(θ² + 1e-8), -10, 10) (no gradient outside);
     KL_VD = Σ k1 - k1 sigmoid(k2 + k3 log α) + 0.5 log1p(exp(-log α))
     log GM(θ) = logsumexp_k [log π_k + ½ log λ_k - ½ log 2π - ½ λ_k (θ - μ_k)²],
