@@ -72,6 +72,9 @@ def build_parser():
     p.add_argument("--data", default=None, help="directory with the MNIST .gz files and SHA256SUMS")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--no-figures", action="store_true")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="with --method all: after l2, train the sws branch and the vd -> vdsws branch as "
+                        "this many single-threaded processes at once (2 uses both cores); default 1")
     return p
 
 
@@ -121,6 +124,12 @@ def validate(p, a):
         p.error(f"--merge-kl must be a finite non-negative number, got {a.merge_kl}")
     if a.finetune_epochs < 1 or not (a.finetune_lr > 0 and np.isfinite(a.finetune_lr)):
         p.error("--finetune-epochs must be >= 1 and --finetune-lr a positive number")
+    if a.jobs < 1:
+        p.error(f"--jobs must be >= 1, got {a.jobs}")
+    if a.jobs > 1 and a.method != "all":
+        p.error("--jobs > 1 runs the independent branches of --method all; use it with --method all")
+    if a.jobs > 1 and a.device != "cpu":
+        p.error("--jobs > 1 runs CPU processes; use --jobs 1 with --device cuda")
     if a.max_epochs is not None and a.max_epochs < 1:
         p.error(f"--max-epochs must be >= 1, got {a.max_epochs}")
 
@@ -139,8 +148,63 @@ def load_data(cfg, root=None):
     return x_tr, y_tr, x_te, y_te
 
 
+def strip_options(argv, with_value, flags=()):
+    """argv without the options named in `with_value` (and their values, "--opt v" or "--opt=v")
+    and the flags in `flags`."""
+    out, skip = [], False
+    for tok in argv:
+        if skip:
+            skip = False
+            continue
+        name = tok.split("=", 1)[0]
+        if name in with_value:
+            skip = "=" not in tok
+            continue
+        if tok in flags:
+            continue
+        out.append(tok)
+    return out
+
+
+def run_branches(a, argv, out, log):
+    """--jobs N with --method all: l2, then the two branches that start from it (sws; vd -> vdsws)
+    as separate single-threaded processes (refvbc/parallel.py), each in its own subdirectory of
+    `out` with its own train.log and checkpoint. Returns {phase: params} when every branch finished,
+    None when one stopped early (--max-epochs); raises RunError when one failed."""
+    from .parallel import python_argv, run_jobs
+    from .train import load_params, lock_dir
+
+    lock = lock_dir(out)  # noqa: F841 (held until this function returns)
+    base = strip_options(argv, {"--jobs", "--method", "--out", "--init-from"}, {"--no-figures"})
+    run_py = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "run_experiments.py")
+    dirs = {b: os.path.join(out, f"branch-{b}") for b in ("l2", "sws", "vdsws")}
+    start = a.init_from or os.path.join(dirs["l2"], "l2.npz")
+    jobs = []
+    for b, d in dirs.items():
+        init = a.init_from if b == "l2" else start
+        argv_b = python_argv(run_py, *base, "--method", b, "--out", d, "--no-figures",
+                             *(["--init-from", init] if init else []))
+        after = None if (b == "l2" or a.init_from) else "l2"
+        jobs.append((b, argv_b, os.path.join(out, f"branch-{b}.out"), after))
+    status = run_jobs(jobs, a.jobs, log=log)
+    failed = [b for b, rc in status.items() if rc != 0]
+    if failed:
+        raise RunError(f"branch(es) {', '.join(failed)} failed; see " + ", ".join(
+            os.path.join(out, f"branch-{b}.out") for b in failed))
+    where = {"l2": "l2", "sws": "sws", "vd": "vdsws", "vdsws": "vdsws"}
+    finals = {}
+    for phase, b in where.items():
+        path = os.path.join(dirs[b], f"{phase}.npz")
+        if not os.path.exists(path):
+            log("# a branch stopped before its last phase; continue with --resume")
+            return None
+        finals[phase] = load_params(path)[1]
+    return finals
+
+
 def main(argv=None):
     p = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     a = p.parse_args(argv)
     validate(p, a)
     if a.device == "cuda":
@@ -164,7 +228,11 @@ def main(argv=None):
         log(f"# {a.arch} method={a.method} seed={a.seed} out={out} epochs={cfg.epochs} "
             f"n_train={cfg.n_train} device={a.device}")
         t0 = time.perf_counter()
-        finals = Run(cfg, out, data, log=log, device=a.device).run(resume=a.resume, max_epochs=a.max_epochs)
+        if a.jobs > 1:
+            finals = run_branches(a, argv, out, log)
+        else:
+            finals = Run(cfg, out, data, log=log, device=a.device).run(resume=a.resume,
+                                                                       max_epochs=a.max_epochs)
         if finals is None:
             return 0
         train_s = time.perf_counter() - t0

@@ -287,6 +287,27 @@ def train_epoch(cfg, phase, epoch, stepper, x, y):
     return {k: v / nb for k, v in tot.items()}, correct / x.shape[0]
 
 
+def lock_dir(path):
+    """An exclusive lock on run directory `path` for this process (released at exit, also on a
+    kill): a second run on the same directory is refused with a RunError. Returns the open lock file
+    (keep a reference to it for as long as the lock is needed)."""
+    os.makedirs(path, exist_ok=True)
+    f = open(os.path.join(path, "run.lock"), "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0)
+        who = f.read().strip() or "another process"
+        f.close()
+        raise RunError(f"{path} is in use by another run ({who}); wait for it to finish or "
+                       "choose another --out") from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"pid {os.getpid()}\n")
+    f.flush()
+    return f
+
+
 class Run:
     """A training run in directory `out`: phases in order, checkpoint after each epoch, resume."""
 
@@ -301,23 +322,8 @@ class Run:
         return os.path.join(self.out, f"{phase}.npz")
 
     def lock(self):
-        """Hold an exclusive lock on the run directory for this process (released at exit, also on
-        a kill); a second run on the same directory is refused."""
-        os.makedirs(self.out, exist_ok=True)
-        f = open(os.path.join(self.out, "run.lock"), "a+")
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            f.seek(0)
-            who = f.read().strip() or "another process"
-            f.close()
-            raise RunError(f"{self.out} is in use by another run ({who}); wait for it to finish or "
-                           "choose another --out") from None
-        f.seek(0)
-        f.truncate()
-        f.write(f"pid {os.getpid()}\n")
-        f.flush()
-        self._lock = f
+        """Hold the run directory's lock for this process (`lock_dir`)."""
+        self._lock = lock_dir(self.out)
 
     def _write_checkpoint(self, phase, epoch, params, opt, history):
         meta = {"config": asdict(self.cfg), "phase": phase, "epoch": epoch, "history": history}

@@ -1,0 +1,138 @@
+#!/usr/bin/env python
+"""The VD+SWS ablation of docs/ablations.md: every row starts from the same VD phase model.
+
+    python scripts/ablation.py run   --vd docs/results/lenet300/vd.npz --out runs/ablation --jobs 2
+    python scripts/ablation.py table --out runs/ablation [--md docs/ablations.md]
+
+`run` trains the VD+SWS phase once per training variant (single-threaded processes, --jobs at once,
+refvbc/parallel.py), each with `run_experiments.py --method vdsws --init-from VD`; `table` reads every
+variant's results.json, adds the compression-only rows (no pruning before the argmax, component
+merging) and the beyond-the-paper fine-tuning rows computed from the base model, and prints the table
+(every figure measured on a decoded .rvbc file).
+"""
+
+import argparse
+import json
+import os
+import shlex
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from refvbc import report  # noqa: E402
+from refvbc.parallel import python_argv, run_jobs  # noqa: E402
+
+# name, what it tests, extra flags, epochs, the variant it continues (--resume with more epochs)
+VARIANTS = [
+    ("base-50", "paper defaults (beta a rate, tau2 0.02 constant), 50 epochs", [], 50, None),
+    ("scale-50", "Gamma beta read as a scale (rate 0.1)", ["--gamma-param", "scale"], 50, None),
+    ("decay-50", "Adam rates decayed linearly to 0 over epochs 26-50", ["--lr-decay-from", "0.5"], 50, None),
+    ("tau2x5-50", "tau2 = 0.1 throughout", ["--tau2", "0.1"], 50, None),
+    ("mask-50", "alpha >= 19 weights masked in the training forward pass", ["--mask-pruned"], 50, None),
+    ("ramp0.2-50", "tau2 raised linearly 0.02 -> 0.2 over epochs 26-50",
+     ["--tau2-final", "0.2", "--tau2-ramp-from", "0.5"], 50, None),
+    ("ramp2-50", "tau2 raised linearly 0.02 -> 2 over epochs 26-50",
+     ["--tau2-final", "2.0", "--tau2-ramp-from", "0.5"], 50, None),
+    ("base-100", "paper defaults, 100 epochs (continues base-50)", [], 100, "base-50"),
+    ("base-200", "paper defaults, 200 epochs (continues base-100)", [], 200, "base-100"),
+]
+POST_HOC = [  # rows computed from base-50's model without retraining
+    ("noprune-50", "base-50 clustered without dropout-rate pruning before the argmax",
+     {"prune_first": False}, None),
+    ("merge0.1-50", "base-50 with components merged below symmetric KL 0.1 before the argmax",
+     {"merge_kl": 0.1}, None),
+    ("merge1-50", "base-50 with components merged below symmetric KL 1 before the argmax",
+     {"merge_kl": 1.0}, None),
+    ("ft-bias-50", "BEYOND THE PAPER: base-50, then 3 epochs re-training the biases (assignments fixed)",
+     {}, "bias"),
+    ("ft-means-50", "BEYOND THE PAPER: base-50, then 3 epochs re-training biases and the 16 cluster means",
+     {}, "bias+means"),
+]
+
+
+def command(vd, out, name, flags, epochs, seed=0):
+    return python_argv("run_experiments.py", "--arch", "lenet300", "--method", "vdsws", "--seed", seed,
+                       "--init-from", vd, "--epochs-vdsws", epochs, "--out", os.path.join(out, name),
+                       "--no-figures", *flags)
+
+
+def cmd_run(a):
+    jobs = []
+    for name, _, flags, epochs, after in VARIANTS:
+        if a.only and name not in a.only:
+            continue
+        argv = command(a.vd, a.out, name, flags, epochs)
+        if after is not None:  # continue the earlier variant's run in a copy of its directory
+            src, dst = os.path.join(a.out, after), os.path.join(a.out, name)
+            argv = ["bash", "-c", f"rm -rf {shlex.quote(dst)} && cp -r {shlex.quote(src)} {shlex.quote(dst)} "
+                    f"&& rm -f {shlex.quote(os.path.join(dst, 'results.json'))} && exec "
+                    + " ".join(shlex.quote(x) for x in argv + ["--resume"])]
+        jobs.append((name, argv, os.path.join(a.out, f"{name}.log"), after if not a.only else None))
+    status = run_jobs(jobs, a.jobs)
+    return 0 if all(v == 0 for v in status.values()) else 1
+
+
+def _row(name, what, r, cmd):
+    sig = r.get("mixture", {}).get("sigma_median")
+    return (f"| {name} | {what} | {100 * r['test_acc_uncompressed']:.2f}% | {100 * r['test_acc_compressed']:.2f}% "
+            f"| {100 * r['nonzero_fraction']:.2f}% | {r['ratio_file']:.1f}x | {r['ratio_paper']:.1f}x "
+            f"| {'' if sig is None else f'{sig:.4f}'} | `{cmd}` |")
+
+
+def cmd_table(a):
+    from refvbc.experiment import load_data
+    from refvbc.train import Config, load_params
+
+    lines = ["| variant | what | masked acc. | decoded .rvbc acc. | non-zero | CR file | CR paper-acct "
+             "| median sigma_k | command |", "|---|---|---|---|---|---|---|---|---|"]
+    for name, what, flags, epochs, _ in VARIANTS:
+        path = os.path.join(a.out, name, "results.json")
+        if not os.path.exists(path):
+            lines.append(f"| {name} | {what} | not run | | | | | | |")
+            continue
+        r = json.load(open(path))["methods"]["vdsws"]
+        cmd = " ".join(str(x) for x in command("VD", "OUT", name, flags, epochs)[1:])
+        lines.append(_row(name, what, r, cmd))
+    base = os.path.join(a.out, "base-50", "vdsws.npz")
+    if os.path.exists(base):
+        _, params = load_params(base)
+        x_tr, y_tr, x_te, y_te = load_data(Config(arch="lenet300"))
+        post = os.path.join(a.out, "post-hoc")
+        os.makedirs(post, exist_ok=True)
+        for name, what, opts, ft in POST_HOC:
+            copts = dict(opts)
+            fine = None if ft is None else dict(variant=ft, epochs=3, lr=1e-4, seed=0, x=x_tr, y=y_tr)
+            d = os.path.join(post, name)
+            os.makedirs(d, exist_ok=True)
+            r = report.summarize("lenet300", "vdsws", params, x_te, y_te, d, copts, finetune=fine)
+            flag = {"prune_first": "--no-prune-first", "merge_kl": f"--merge-kl {opts.get('merge_kl')}"}
+            cmd = " ".join([flag[k] for k in opts] + ([f"--finetune {ft}"] if ft else []))
+            lines.append(_row(name, what, r, f"base-50 + {cmd}"))
+    text = "\n".join(lines)
+    print(text)
+    if a.md:
+        from refvbc.fileio import atomic_write_bytes
+        atomic_write_bytes(a.md, (text + "\n").encode())
+    return 0
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("--vd", required=True, help="the VD phase model every variant starts from")
+    r.add_argument("--out", default="runs/ablation")
+    r.add_argument("--jobs", type=int, default=2)
+    r.add_argument("--only", nargs="*", help="run only these variants (no dependencies)")
+    t = sub.add_parser("table")
+    t.add_argument("--out", default="runs/ablation")
+    t.add_argument("--md", default=None, help="also write the table to this file")
+    a = p.parse_args(argv)
+    np.seterr(all="ignore")
+    return cmd_run(a) if a.cmd == "run" else cmd_table(a)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
