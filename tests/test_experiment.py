@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ENV = dict(os.environ, OPENBLAS_NUM_THREADS="1")
+ENV = dict(os.environ, OPENBLAS_NUM_THREADS="1", NUMBA_NUM_THREADS="1")
 
 
 def run(args, timeout=600, **kw):
@@ -98,6 +98,11 @@ def test_resume_with_other_settings_is_refused(quick_run, tmp_path):
     (["--arch", "lenet300", "--batch-size", "0"], "--batch-size must be >= 1"),
     (["--arch", "lenet300", "--lr-theta", "nan"], "--lr-theta must be a finite"),
     (["--arch", "lenet300", "--method", "xyz"], "invalid choice: 'xyz'"),
+    (["--arch", "lenet300", "--jobs", "2", "--method", "vd"], "use it with --method all"),
+    (["--arch", "lenet300", "--gamma-param", "shape"], "invalid choice: 'shape'"),
+    (["--arch", "lenet300", "--lr-decay-from", "1.5"], "--lr-decay-from must lie in [0, 1)"),
+    (["--arch", "lenet300", "--gamma-beta", "0"], "--gamma-beta must be a finite positive"),
+    (["--arch", "lenet300", "--finetune-epochs", "0"], "--finetune-epochs must be >= 1"),
     ([], "the following arguments are required: --arch"),
 ])
 def test_bad_flags(args, msg):
@@ -145,6 +150,77 @@ def test_resume_may_extend_epochs_but_not_shrink_the_running_phase(tmp_path):
     finals = Run(longer, out, data, log=lines.append).run(resume=True)
     assert "l2" in finals and any("resumed l2 after epoch 1" in l for l in lines), lines
     assert sum(l.startswith("   l2 epoch") for l in lines) == 2, lines
+
+
+def test_init_from_a_phase_model_continues_exactly(quick_run, tmp_path):
+    """--init-from vd.npz trains only vdsws, and ends bit-identical to the run that trained vd itself."""
+    ref, _ = quick_run
+    out = tmp_path / "cont"
+    p = run(["--arch", "lenet300", "--quick", "--seed", "3", "--method", "vdsws", "--out", str(out),
+             "--init-from", str(ref / "vd.npz"), "--no-figures"])
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "# plan: vd from file -> vdsws 1 epochs (from vd)" in p.stdout, p.stdout
+    assert "l2 epoch" not in p.stdout and "   vd epoch" not in p.stdout, p.stdout
+    a, b = load(ref / "vdsws.npz"), load(out / "vdsws.npz")
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=f"{k} differs after --init-from")
+    res = json.loads((out / "results.json").read_text())
+    assert set(res["methods"]) == {"vd", "vdsws"} and len(res["config"]["init_sha256"]["vd"]) == 64
+
+
+@pytest.mark.parametrize("args, msg", [
+    (["--arch", "lenet5", "--init-from", "{ref}/l2.npz"], "a lenet300 model, but this run is --arch lenet5"),
+    (["--arch", "lenet300", "--method", "sws", "--init-from", "{ref}/vd.npz"],
+     "a vd model, but --method sws trains l2, sws"),
+    (["--arch", "lenet300", "--init-from", "{ref}/nope.npz"], "no such file or directory"),
+    (["--arch", "lenet300", "--method", "vd", "--init-from", "{ref}/results.json"], "cannot read"),
+])
+def test_init_from_errors(quick_run, tmp_path, args, msg):
+    ref, _ = quick_run
+    args = [a.format(ref=ref) for a in args]
+    p = run(args + ["--quick", "--out", str(tmp_path / "o"), "--no-figures"])
+    assert p.returncode == 1 and msg in p.stderr and "Traceback" not in p.stderr, p.stderr
+
+
+def test_second_run_on_the_same_directory_is_refused(tmp_path):
+    from refvbc.train import lock_dir
+
+    out = tmp_path / "busy"
+    held = lock_dir(str(out))
+    try:
+        p = run(["--arch", "lenet300", "--quick", "--out", str(out), "--no-figures"])
+    finally:
+        held.close()
+    assert p.returncode == 1 and "in use by another run (pid" in p.stderr, p.stderr
+
+
+def test_damaged_checkpoint_falls_back_to_the_previous(quick_run, tmp_path):
+    out = tmp_path / "damaged"
+    shutil.copytree(quick_run[0], out, ignore=shutil.ignore_patterns("vdsws.npz"))
+    ck = out / "checkpoint.npz"
+    assert (out / "checkpoint.prev.npz").exists()
+    ck.write_bytes(ck.read_bytes()[:500])
+    p = run(["--arch", "lenet300", "--quick", "--seed", "3", "--out", str(out), "--resume", "--no-figures"])
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "is unreadable" in p.stdout and "resuming from the previous one" in p.stdout, p.stdout
+    a, b = load(quick_run[0] / "vdsws.npz"), load(out / "vdsws.npz")
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=f"{k} differs after the fallback")
+
+
+def test_jobs_2_runs_the_branches_in_parallel(quick_run, tmp_path):
+    """--jobs 2: the same four models as the sequential run (single-threaded on both sides)."""
+    out = tmp_path / "jobs"
+    p = run(["--arch", "lenet300", "--quick", "--seed", "3", "--jobs", "2", "--out", str(out), "--no-figures"])
+    assert p.returncode == 0, p.stdout + p.stderr
+    for b in ("l2", "sws", "vdsws"):
+        assert (out / f"branch-{b}" / "train.log").exists(), b
+    for m in ("l2", "sws", "vd", "vdsws"):
+        a, c = load(quick_run[0] / f"{m}.npz"), load(out / f"branch-{'vdsws' if m == 'vd' else m}" / f"{m}.npz")
+        for k in a:
+            np.testing.assert_array_equal(a[k], c[k], err_msg=f"{m} {k} differs with --jobs 2")
+    res = json.loads((out / "results.json").read_text())
+    assert set(res["methods"]) == {"l2", "sws", "vd", "vdsws"}
 
 
 @pytest.mark.slow

@@ -7,6 +7,7 @@ from gradcheck import assert_directional
 from refvbc import models, priors
 from refvbc.arch import INPUT_SHAPES, get_arch
 from refvbc.objective import loss_and_grads
+from refvbc.phases import PHASES
 
 
 def setup(arch, phase, batch=3, seed=0):
@@ -31,9 +32,9 @@ def setup(arch, phase, batch=3, seed=0):
         noise = None
     if phase in ("l2", "vd"):
         params = {k: v for k, v in params.items() if not k.startswith("gmm.")}
-    coefs = {"l2": dict(tau1=0.0, tau2=0.0, weight_decay=1e-3), "vd": dict(tau1=1.0, tau2=0.0),
-             "sws": dict(tau1=0.0, tau2=0.02), "vdsws": dict(tau1=1.0, tau2=0.02)}[phase]
-    coefs["n_data"] = 60000.0
+    spec = PHASES[phase]  # the coefficients of the phase table (weight decay larger, to be seen)
+    coefs = dict(tau1=1.0 if spec.variational else 0.0, tau2=0.02 if spec.mixture else 0.0,
+                 weight_decay=1e-3 if spec.weight_decay else 0.0, n_data=60000.0)
     return params, x, y, noise, coefs
 
 
@@ -105,3 +106,51 @@ def test_bad_inputs_are_named(bad, msg):
 def test_unknown_arch():
     with pytest.raises(ValueError, match="unknown architecture"):
         models.init_params("lenet7", np.random.default_rng(0))
+
+
+@pytest.mark.parametrize("arch", ["lenet300", "lenet5"])
+def test_masked_forward_pass_gradients(arch):
+    """mask_pruned: weights with alpha >= 19 are zero in the forward pass (no data gradient), the
+    prior terms still see them; central differences away from the mask's boundary."""
+    params, x, y, noise, coefs = setup(arch, "vdsws")
+    rng = np.random.default_rng(5)
+    for layer in get_arch(arch):
+        th, ls = params[f"{layer.name}.theta"], params[f"{layer.name}.log_sigma2"]
+        pruned = rng.random(th.shape) < 0.3
+        ls[pruned] = rng.uniform(4.0, 8.0, pruned.sum()) + np.log(th[pruned] ** 2 + 1e-8)
+    _, parts_m, logits_m, grads = loss_and_grads(arch, params, x, y, noise, mask_pruned=True, **coefs)
+    _, parts_u, logits_u, _ = loss_and_grads(arch, params, x, y, noise, **coefs)
+    assert not np.allclose(logits_m, logits_u), "masking ~30% of the weights changed nothing"
+    assert parts_m["kl"] == parts_u["kl"] and parts_m["log_prior"] == parts_u["log_prior"]
+    # a masked weight moves the cross-entropy not at all
+    n = get_arch(arch)[0].name
+    m = priors.keep_mask(params[f"{n}.theta"], params[f"{n}.log_sigma2"])
+    i = np.flatnonzero(~m.ravel())[0]
+    params[f"{n}.theta"].ravel()[i] *= 1.0 + 1e-3
+    assert loss_and_grads(arch, params, x, y, noise, mask_pruned=True, **coefs)[1]["ce"] == parts_m["ce"]
+    params[f"{n}.theta"].ravel()[i] /= 1.0 + 1e-3
+    for name, p in params.items():
+        g = grads[name]
+        d = rng.standard_normal(p.shape)
+        if name in ("gmm.mu", "gmm.log_pi"):
+            d[0] = 0.0
+        d /= np.linalg.norm(d)
+        assert_directional(lambda _: loss_and_grads(arch, params, x, y, noise, mask_pruned=True,
+                                                    **coefs)[0], p, g, d, h=1e-6, tol=1e-6,
+                           what=f"{arch} masked {name}")
+
+
+@pytest.mark.parametrize("param, rate", [("rate", 10.0), ("scale", 0.1)])
+def test_gamma_parametrization(param, rate):
+    """--gamma-param: beta 10 as a rate or a scale is the same term with rate 10 or 0.1."""
+    params, x, y, noise, coefs = setup("lenet300", "sws")
+    coefs = dict(coefs, gamma_beta=priors.gamma_rate(10.0, param))
+    assert coefs["gamma_beta"] == rate
+    loss, parts, _, grads = loss_and_grads("lenet300", params, x, y, noise, **coefs)
+    lam = np.exp(params["gmm.log_lambda"])
+    lg = np.sum((1e5 - 1) * params["gmm.log_lambda"] - rate * lam)
+    _, parts0, _, _ = loss_and_grads("lenet300", params, x, y, noise, **dict(coefs, tau2=0.02, gamma_alpha=1.0,
+                                                                            gamma_beta=0.0))
+    assert parts["log_prior"] - parts0["log_prior"] == pytest.approx(lg, rel=1e-12)
+    with pytest.raises(ValueError, match="rate' or 'scale"):
+        priors.gamma_rate(10.0, "shape")

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from gradcheck import num_grad, rel_err
+from refvbc import priors
 from refvbc.arch import GAMMA_ALPHA, GAMMA_BETA, N_COMPONENTS, PI0
 from refvbc.kernels.mixture import (
     CHUNK,
@@ -400,3 +401,34 @@ def test_vectorizable_log_bad_input_is_nan():
     out = np.zeros_like(bad)
     log_kernel(bad, out)
     assert np.all(np.isnan(out)), f"expected nan for {bad}, got {out}"
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("threshold", [0.5, 0.95, 0.99])
+def test_one_pruning_rule(dtype, threshold):
+    """Training's masks, the compression's keep mask and the dropout rate agree (away from the
+    threshold, where the 1e-8 of the spec's log alpha cannot matter)."""
+    from refvbc.arch import get_arch
+    from refvbc.compress.cluster import dropout_keep_mask
+    from refvbc.train import prune_masks
+
+    rng = np.random.default_rng(0)
+    params = {}
+    for layer in get_arch("lenet300"):
+        theta = (rng.standard_normal(layer.weight_shape) * 0.1).astype(dtype)
+        ls = (np.log(theta.astype(np.float64) ** 2) + rng.uniform(-6, 6, theta.shape)).astype(dtype)
+        params[f"{layer.name}.theta"], params[f"{layer.name}.log_sigma2"] = theta, ls
+    masks = prune_masks("lenet300", params)
+    for layer in get_arch("lenet300"):
+        theta, ls = params[f"{layer.name}.theta"], params[f"{layer.name}.log_sigma2"]
+        keep = priors.keep_mask(theta, ls, threshold)
+        np.testing.assert_array_equal(dropout_keep_mask(theta, ls, threshold), keep)
+        if threshold == 0.95:
+            np.testing.assert_array_equal(masks[layer.name], keep, err_msg="training's masks differ")
+        rate = priors.dropout_rate(theta.astype(np.float64), ls.astype(np.float64))
+        far = np.abs(rate - threshold) > 1e-3
+        assert far.mean() > 0.9
+        np.testing.assert_array_equal(keep[far], (rate < threshold)[far],
+                                      err_msg="keep_mask disagrees with the dropout rate")
+    with pytest.raises(ValueError, match="threshold"):
+        priors.keep_mask(theta, ls, 1.0)

@@ -16,6 +16,8 @@ import numpy as np
 
 from refvbc.compress.prune import full_weight, geometry
 
+# The method byte of a .rvbc file is the index into this tuple (docs/format.md): a file-format code
+# table, fixed forever, not the order of training (that is refvbc/phases.py).
 METHODS = ("l2", "vd", "sws", "vdsws")
 LAYOUTS = ("csr", "dense")
 
