@@ -41,3 +41,9 @@ def test_schedules(n):
     assert t[:first] == [0.02] * first and abs(t[-1] - 0.2) < 1e-12, t
     assert np.all(np.diff(t) >= 0), t
     assert ramp_factor(0, n, 0.0) == pytest.approx(1.0 / n)
+
+
+def test_file_format_codes_cover_the_phases():
+    from refvbc.compress.model import METHODS as FILE_CODES
+
+    assert set(FILE_CODES) == set(METHODS), (FILE_CODES, METHODS)
