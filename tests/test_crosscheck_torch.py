@@ -1,5 +1,5 @@
 """Cross-check of the exported .npz (refvbc.crosscheck) against an independent PyTorch float64
-implementation of shared/spec/objective.md (tests/torch_spec.py), plus self-checks of that
+implementation of docs/objective.md (tests/torch_spec.py), plus self-checks of that
 implementation (autograd vs central differences, prior formulas vs scipy).
 
 Optional: skipped when torch is not installed.
@@ -17,6 +17,7 @@ torch.set_num_threads(1)  # tiny tensors; the test machine's cores are shared
 
 import torch_spec  # noqa: E402  (tests/ is on sys.path under pytest's default rootdir import mode)
 from refvbc import arch as A  # noqa: E402
+from refvbc.crosscheck import rel_err  # noqa: E402  (max|a - b| / max|b|, b the reference)
 
 SEED = 1234
 BATCH = 4
@@ -25,12 +26,6 @@ CASES = [(a, t) for a in ("lenet300", "lenet5") for t in (0.0, 0.02)]
 CASE_IDS = [f"{a}-tau2={t}" for a, t in CASES]
 # entries of the fixed mixture component (spec "Terms"): their gradient must be exactly zero
 FIXED_ENTRIES = {"gmm.mu": 0, "gmm.log_pi": 0}
-
-
-def rel_err(a, b):
-    """Per-tensor relative error max|a - b| / max(max|b|, 1e-300); b is the reference."""
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    return float(np.max(np.abs(a - b), initial=0.0) / max(float(np.max(np.abs(b), initial=0.0)), 1e-300))
 
 
 def param_names(arch_name):

@@ -8,16 +8,15 @@ clip range [-10, 10] (kept at least 0.5 away from the edges), weights near sever
 moderate variances (so that every term shows in every gradient), and real MNIST test images as input.
 """
 
-import argparse
-import sys
-
 import numpy as np
 
-from . import models, priors
-from .arch import GAMMA_ALPHA, GAMMA_BETA, INPUT_SHAPES, N_TRAIN, PI0, get_arch
-from .data import load_mnist
-from .fileio import atomic_savez
-from .objective import loss_and_grads
+from .. import models, priors
+from ..arch import GAMMA_ALPHA, GAMMA_BETA, INPUT_SHAPES, N_TRAIN, PI0, get_arch
+from ..data import load_mnist
+from ..fileio import atomic_savez
+from ..optim import TABLE3_LR
+from .compute import outputs
+from .layout import LR_GROUPS
 
 
 def _branchy(theta, rng):
@@ -34,12 +33,9 @@ def _branchy(theta, rng):
     return theta, la + np.log(theta * theta + 1e-8)
 
 
-def build(arch, tau2, batch, seed, tau1=1.0, n_data=N_TRAIN):
-    """Return the spec's {key: float64/int64 array} for one minibatch of `arch`."""
+def _params(arch, rng):
+    """Branchy float64 parameters of `arch` (see the module docstring)."""
     net = get_arch(arch)
-    if batch < 1:
-        raise ValueError(f"batch must be >= 1, got {batch}")
-    rng = np.random.default_rng(seed)
     params = models.init_params(arch, rng, dtype=np.float64)
     flat = np.concatenate([params[f"{l.name}.theta"].ravel() for l in net])
     mu, log_lambda, log_pi = priors.mixture_init(flat, dtype=np.float64)
@@ -57,49 +53,65 @@ def build(arch, tau2, batch, seed, tau1=1.0, n_data=N_TRAIN):
         th = np.where(near, mu[k] + jitter, th)
         th = np.where(np.abs(th) < 1e-3, 1e-3 + np.abs(th), th)  # keep log(theta^2) well defined
         params[f"{l.name}.theta"], params[f"{l.name}.log_sigma2"] = _branchy(th, rng)
-    x_all, y_all = load_mnist("test")
+    return params
+
+
+def _batch(arch, batch, rng, images, prefix=""):
+    """{<prefix>input/x, <prefix>input/y, <prefix>noise/<layer>}: MNIST test images and fresh noise."""
+    x_all, y_all = images
     idx = rng.choice(x_all.shape[0], size=batch, replace=False)
-    x = x_all[idx].astype(np.float64).reshape((batch,) + INPUT_SHAPES[arch])
-    y = y_all[idx].astype(np.int64)
-    noise = models.draw_noise(arch, batch, rng, dtype=np.float64)
-    loss, parts, logits, grads = loss_and_grads(arch, params, x, y, noise, tau1=tau1, tau2=tau2,
-                                                n_data=n_data)
+    out = {f"{prefix}input/x": x_all[idx].astype(np.float64).reshape((batch,) + INPUT_SHAPES[arch]),
+           f"{prefix}input/y": y_all[idx].astype(np.int64)}
+    for name, v in models.draw_noise(arch, batch, rng, dtype=np.float64).items():
+        out[f"{prefix}noise/{name}"] = v
+    return out
+
+
+def inputs(arch, tau2, batch, seed, tau1=1.0, n_data=N_TRAIN, steps=0, lrs=None,
+           betas=(0.9, 0.999), eps=1e-8):
+    """The input keys of a cross-check file (float64): config, params, one minibatch and, for
+    steps > 0, the trajectory's config (learning rates per group, Adam betas/eps) and one
+    minibatch per step."""
+    get_arch(arch)
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
+    if steps < 0:
+        raise ValueError(f"steps must be >= 0, got {steps}")
+    rng = np.random.default_rng(seed)
+    params = _params(arch, rng)
+    images = load_mnist("test")
     out = {
         "config/arch": np.array(arch), "config/tau1": np.array(float(tau1)),
         "config/tau2": np.array(float(tau2)), "config/n_data": np.array(float(n_data)),
         "config/pi0": np.array(PI0), "config/gamma_alpha": np.array(GAMMA_ALPHA),
-        "config/gamma_beta": np.array(GAMMA_BETA), "input/x": x, "input/y": y,
-        "out/loss": np.array(loss), "out/logits": logits,
+        "config/gamma_beta": np.array(GAMMA_BETA),
     }
-    for name, v in params.items():
-        out[f"param/{name}"] = np.asarray(v, dtype=np.float64)
-        out[f"grad/{name}"] = np.asarray(grads[name], dtype=np.float64)
-    for name, v in noise.items():
-        out[f"noise/{name}"] = v
+    out.update(_batch(arch, batch, rng, images))
+    out.update({f"param/{n}": np.asarray(v, dtype=np.float64) for n, v in params.items()})
+    if steps:
+        lrs = dict(TABLE3_LR if lrs is None else lrs)
+        out["config/steps"] = np.array(steps, dtype=np.int64)
+        out.update({f"config/lr/{g}": np.array(float(lrs[g])) for g in LR_GROUPS})
+        out.update({"config/adam/beta1": np.array(float(betas[0])),
+                    "config/adam/beta2": np.array(float(betas[1])), "config/adam/eps": np.array(float(eps))})
+        for k in range(1, steps + 1):
+            out.update(_batch(arch, batch, rng, images, prefix=f"step{k}/"))
     return out
+
+
+def build(arch, tau2, batch, seed, tau1=1.0, n_data=N_TRAIN, steps=0, dtype=np.float64):
+    """Return the spec's {key: array} for one minibatch of `arch` (and `steps` Adam steps with the
+    Table-3 learning rates), computed by refvbc in `dtype` (float64, or float32 to see what a
+    float32 implementation gives: every float array of the file is then float32)."""
+    arrays = inputs(arch, tau2, batch, seed, tau1=tau1, n_data=n_data, steps=steps)
+    dtype = np.dtype(dtype)
+    if dtype != np.float64:
+        arrays = {k: v.astype(dtype) if v.dtype == np.float64 and not k.startswith("config/") else v
+                  for k, v in arrays.items()}
+    arrays.update(outputs(arrays, arch, steps, single=True, dtype=dtype))
+    return arrays
 
 
 def write(path, arrays):
     """Write `arrays` to `path` as an uncompressed .npz, atomically (temp file + rename)."""
     atomic_savez(path, **arrays)
-
-
-def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m refvbc.crosscheck", description=__doc__.split("\n\n")[0])
-    p.add_argument("--arch", required=True, choices=["lenet300", "lenet5"])
-    p.add_argument("--tau2", type=float, default=0.0, help="mixture coefficient (0 or 0.02 in the paper)")
-    p.add_argument("--tau1", type=float, default=1.0)
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True, help="output .npz path")
-    a = p.parse_args(argv)
-    if a.batch < 1:
-        p.error(f"--batch must be >= 1, got {a.batch}")
-    arrays = build(a.arch, a.tau2, a.batch, a.seed, tau1=a.tau1)
-    write(a.out, arrays)
-    print(f"wrote {a.out}: {len(arrays)} arrays, loss {float(arrays['out/loss']):.12g}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
