@@ -215,3 +215,20 @@ def test_float32_file_note_and_default_rtol(tmp_path):
     code, out, err = run_verify_path(tmp_path / "f32.npz", "--rtol", "1e-7")
     assert code == 1, "float32 file at --rtol 1e-7 should differ"
     assert "is below float32 round-off" in out, out[:600]
+
+
+@pytest.mark.parametrize("key,value,first", [
+    ("config/lr/theta", 1e-4, "step1/param/fc1.theta"),
+    ("config/lr/log_pi", 3e-4, "step1/param/gmm.log_pi"),
+    ("config/adam/beta2", 0.99, "step1/adam.v/fc1.theta"),
+    ("config/adam/eps", 1e-6, "step1/param/fc1.theta"),
+], ids=["lr-theta", "lr-log_pi", "beta2", "eps"])
+def test_wrong_optimizer_setting_is_caught(tmp_path, key, value, first):
+    """A trajectory computed with one Adam setting different from what the file's config says
+    (learning rate of one group, beta2, eps) fails at step 1, in the tensor that setting moves."""
+    arrays = crosscheck.build("lenet300", 0.02, BATCH, SEED, steps=2, with_outputs=False)
+    wrong = dict(arrays, **{key: np.array(value)})
+    arrays.update(crosscheck.outputs(wrong, "lenet300", 2))
+    code, out, _ = run_verify(arrays, tmp_path / "cc.npz")
+    last = out.splitlines()[-1]
+    assert code == 1 and f"first disagreement: step 1, {first} " in last, f"exit {code}: {last}"

@@ -1,7 +1,7 @@
 """Command line of refvbc.crosscheck.
 
     python -m refvbc.crosscheck [export] --arch A --tau2 T --batch B --seed S [--steps K]
-                                [--dtype float64|float32] --out FILE.npz
+                                [--dtype float64|float32] [--inputs-only] --out FILE.npz
     python -m refvbc.crosscheck verify FILE.npz [--rtol R]
 """
 
@@ -26,19 +26,24 @@ def _export(argv):
                    help="also write K Adam steps (Table-3 learning rates), each with its own minibatch")
     p.add_argument("--dtype", choices=["float64", "float32"], default="float64",
                    help="float32 writes what refvbc's float32 path computes (float32 arrays)")
+    p.add_argument("--inputs-only", action="store_true",
+                   help="write only the input keys (config, params, minibatches, noise), for another "
+                        "framework to add its outputs to")
     p.add_argument("--out", required=True, help="output .npz path")
     a = p.parse_args(argv)
     if a.batch < 1:
         p.error(f"--batch must be >= 1, got {a.batch}")
     if not 0 <= a.steps <= 1000:
         p.error(f"--steps must lie in 0..1000, got {a.steps}")
-    arrays = build(a.arch, a.tau2, a.batch, a.seed, tau1=a.tau1, steps=a.steps, dtype=a.dtype)
+    arrays = build(a.arch, a.tau2, a.batch, a.seed, tau1=a.tau1, steps=a.steps, dtype=a.dtype,
+                   with_outputs=not a.inputs_only)
     try:
         write(a.out, arrays)
     except OSError as e:
         print(f"error: cannot write {a.out}: {e.strerror or e}", file=sys.stderr)
         return 2
-    print(f"wrote {a.out}: {len(arrays)} arrays, loss {float(arrays['out/loss']):.12g}")
+    loss = f", loss {float(arrays['out/loss']):.12g}" if "out/loss" in arrays else " (inputs only)"
+    print(f"wrote {a.out}: {len(arrays)} arrays{loss}")
     return 0
 
 

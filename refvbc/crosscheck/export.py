@@ -1,7 +1,8 @@
-"""Cross-check exporter (spec "Cross-check file"): one float64 minibatch with inputs, parameters, noise,
-loss, logits and every gradient, for re-derivation in PyTorch / JAX.
+"""Cross-check exporter (docs/objective.md "Cross-check file"): one float64 minibatch with inputs,
+parameters, noise, loss, logits and every gradient, and optionally K Adam steps (docs/crosscheck.md),
+for re-derivation in PyTorch / JAX.
 
-    python -m refvbc.crosscheck --arch {lenet300,lenet5} --tau2 T --batch B --seed S --out FILE.npz
+    python -m refvbc.crosscheck --arch {lenet300,lenet5} --tau2 T --batch B --seed S [--steps K] --out FILE.npz
 
 Parameters are chosen to exercise every branch of the objective: log alpha below, inside and above the
 clip range [-10, 10] (kept at least 0.5 away from the edges), weights near several mixture components,
@@ -99,16 +100,18 @@ def inputs(arch, tau2, batch, seed, tau1=1.0, n_data=N_TRAIN, steps=0, lrs=None,
     return out
 
 
-def build(arch, tau2, batch, seed, tau1=1.0, n_data=N_TRAIN, steps=0, dtype=np.float64):
+def build(arch, tau2, batch, seed, tau1=1.0, n_data=N_TRAIN, steps=0, dtype=np.float64, with_outputs=True):
     """Return the spec's {key: array} for one minibatch of `arch` (and `steps` Adam steps with the
     Table-3 learning rates), computed by refvbc in `dtype` (float64, or float32 to see what a
-    float32 implementation gives: every float array of the file is then float32)."""
+    float32 implementation gives: every float array of the file is then float32).  Without
+    outputs: the input keys only, for another framework to add its own outputs to."""
     arrays = inputs(arch, tau2, batch, seed, tau1=tau1, n_data=n_data, steps=steps)
     dtype = np.dtype(dtype)
     if dtype != np.float64:
         arrays = {k: v.astype(dtype) if v.dtype == np.float64 and not k.startswith("config/") else v
                   for k, v in arrays.items()}
-    arrays.update(outputs(arrays, arch, steps, single=True, dtype=dtype))
+    if with_outputs:
+        arrays.update(outputs(arrays, arch, steps, single=True, dtype=dtype))
     return arrays
 
 

@@ -114,6 +114,9 @@ def check(arrays):
         want_in.update(batch_keys(arch, p, b))
         want_out.update(output_keys(arch, p, b, with_state=bool(p)))
 
+    if not any(k in arrays for k in want_out):
+        raise LayoutError(f"holds no outputs ({len(want_out)} missing, e.g. {_short(want_out, 2)}): an inputs-only "
+                          "file, to which a framework adds its out/, grad/ (and step) keys; docs/crosscheck.md")
     missing = [k for k in list(want_in) + list(want_out) if k not in arrays]
     if missing:
         raise LayoutError(f"missing {len(missing)} key{'s' * (len(missing) > 1)}: {_short(missing)}")
