@@ -107,6 +107,14 @@ BAD_FILES = {
     "mu0": (_mu0, "param/gmm.mu[0] must be 0"),
     "arch": (_set("config/arch", np.array("lenet7")), "config/arch is 'lenet7'"),
     "steps": (_set("config/steps", np.array(0)), "config/steps must lie in 1..10000"),
+    "steps-float": (_set("config/steps", np.array(2.0)), "config/steps must be a numeric scalar"),
+    "n_data": (_set("config/n_data", np.array(0.0)), "config/n_data must be > 0, got 0.0"),
+    "pi0": (_set("config/pi0", np.array(1.0)), "config/pi0 must be in (0, 1), got 1.0"),
+    "step-eps": (_set("config/adam/eps", np.array(0.0)), "config/adam/eps must be > 0"),
+    "step-lr": (_set("config/lr/mu", np.array(-1e-4)), "config/lr/mu must be >= 0"),
+    "string-tau2": (_set("config/tau2", np.array("0.02")), "config/tau2 must be a numeric scalar"),
+    "inputs-only": (lambda a: [a.pop(k) for k in list(a) if k.startswith(("out/", "grad/"))],
+                    "holds no outputs"),
 }
 
 
@@ -168,6 +176,16 @@ def test_cli_subprocess_exit_codes(tmp_path):
                                            "missing 1 key: grad/fc2.theta"), proc.stderr
         if want == 1:
             assert "grad/fc2.theta" in proc.stdout.splitlines()[-1], proc.stdout.splitlines()[-1]
+
+
+def test_trajectory_without_top_level_minibatch(tmp_path):
+    """The top-level minibatch is optional in a trajectory file: without it, only the steps count."""
+    arrays = {k: v for k, v in exported("lenet300", steps=STEPS).items()
+              if not k.startswith(("input/", "noise/", "out/", "grad/"))}
+    code, out, err = run_verify(arrays, tmp_path / "cc.npz")
+    assert code == 0, f"expected exit 0, got {code}: {err}{out[-300:]}"
+    assert len(tensor_errors(out)) == STEPS * (14 + 3 * 12), out.splitlines()[-1]
+    assert not any(k.startswith(("out/", "grad/")) for k in tensor_errors(out))
 
 
 def test_export_alias_and_trajectory_cli(tmp_path):

@@ -21,6 +21,12 @@ LR_GROUPS = ("theta", "bias", "log_sigma2", "mu", "log_lambda", "log_pi")
 ADAM_KEYS = ("beta1", "beta2", "eps")
 STEP_STATE = ("param", "adam.m", "adam.v")  # per-step parameter and Adam moments after the update
 MAX_STEPS = 10000
+# (config key, test, what it must be) for the scalars whose range the objective or Adam needs
+RANGES = [("config/n_data", lambda v: v > 0, "> 0"), ("config/pi0", lambda v: 0 < v < 1, "in (0, 1)"),
+          ("config/gamma_beta", lambda v: v >= 0, ">= 0"),
+          ("config/adam/beta1", lambda v: 0 <= v < 1, "in [0, 1)"),
+          ("config/adam/beta2", lambda v: 0 <= v < 1, "in [0, 1)"), ("config/adam/eps", lambda v: v > 0, "> 0")]
+RANGES += [(f"config/lr/{g}", lambda v: v >= 0, ">= 0") for g in LR_GROUPS]
 
 Layout = namedtuple("Layout", "arch steps single dtype param_names outputs unknown")
 # arch: str; steps: int (0 = single-step file); single: bool (top-level minibatch present);
@@ -144,6 +150,9 @@ def check(arrays):
             float_dtypes.add(arr.dtype)
             if k in want_in and not np.all(np.isfinite(arr)):
                 raise LayoutError(f"{k} has non-finite values (an input must be finite)")
+    for key, ok, what in RANGES:
+        if key in want_in and not ok(float(np.asarray(arrays[key]))):
+            raise LayoutError(f"{key} must be {what}, got {float(np.asarray(arrays[key]))!r}")
     if float(np.asarray(arrays["param/gmm.mu"])[0]) != 0.0:
         raise LayoutError(f"param/gmm.mu[0] must be 0 (mu_0 is fixed), got {arrays['param/gmm.mu'][0]!r}")
     dtype = np.float32 if np.dtype(np.float32) in float_dtypes else np.float64
