@@ -47,4 +47,4 @@ def test_verify_jax_float32(tmp_path):
     assert arrays["step1/grad/fc1.theta"].dtype == np.float32
     code, out, err = XU.run_verify(arrays, tmp_path / "jax32.npz")
     XU.assert_passes(code, out, err, crosscheck.RTOL[np.dtype(np.float32)], "jax float32")
-    assert "note: float32 arrays" in out
+    assert "note: float32 file" in out

@@ -405,5 +405,5 @@ def test_verify_torch_float32_trajectory(tmp_path):
     assert arrays["step3/param/fc1.theta"].dtype == np.float32
     code, out, err = XU.run_verify(arrays, tmp_path / "torch32.npz")
     worst = XU.assert_passes(code, out, err, V.RTOL[np.dtype(np.float32)], "torch float32 lenet5")
-    assert "note: float32 arrays" in out
+    assert "note: float32 file" in out
     assert worst[1] > 1e-9, f"float32 file suspiciously exact ({worst}): is it float64?"

@@ -113,6 +113,7 @@ BAD_FILES = {
     "step-eps": (_set("config/adam/eps", np.array(0.0)), "config/adam/eps must be > 0"),
     "step-lr": (_set("config/lr/mu", np.array(-1e-4)), "config/lr/mu must be >= 0"),
     "string-tau2": (_set("config/tau2", np.array("0.02")), "config/tau2 must be a numeric scalar"),
+    "dtype": (_set("config/dtype", np.array("float16")), "config/dtype must be 'float32' or 'float64'"),
     "inputs-only": (lambda a: [a.pop(k) for k in list(a) if k.startswith(("out/", "grad/"))],
                     "holds no outputs"),
 }
@@ -229,7 +230,7 @@ def test_float32_file_note_and_default_rtol(tmp_path):
     code, out, err = run_verify(arrays, tmp_path / "f32.npz")
     assert code == 0, f"float32 file at the default rtol: exit {code}\n{out[-500:]}"
     assert "float32" in out.splitlines()[0]
-    assert "note: float32 arrays: comparing at --rtol 0.001" in out, out[:600]
+    assert "note: float32 file: comparing at --rtol 0.001" in out, out[:600]
     code, out, err = run_verify_path(tmp_path / "f32.npz", "--rtol", "1e-7")
     assert code == 1, "float32 file at --rtol 1e-7 should differ"
     assert "is below float32 round-off" in out, out[:600]
@@ -250,3 +251,14 @@ def test_wrong_optimizer_setting_is_caught(tmp_path, key, value, first):
     code, out, _ = run_verify(arrays, tmp_path / "cc.npz")
     last = out.splitlines()[-1]
     assert code == 1 and f"first disagreement: step 1, {first} " in last, f"exit {code}: {last}"
+
+
+def test_float32_results_stored_as_float64(tmp_path):
+    """float32 results written as float64 arrays: a hint without config/dtype, a pass with it."""
+    arrays = {k: v.astype(np.float64) if v.dtype == np.float32 else v
+              for k, v in exported("lenet300", steps=2, dtype="float32").items()}
+    code, out, _ = run_verify(arrays, tmp_path / "f.npz")
+    assert code == 1 and "look like float32 arithmetic stored as float64" in out, out.splitlines()[-2:]
+    arrays["config/dtype"] = np.array("float32")
+    code, out, _ = run_verify(arrays, tmp_path / "f.npz")
+    assert code == 0 and "note: float32 file: comparing at --rtol 0.001" in out, out.splitlines()[-1]

@@ -16,7 +16,9 @@ USAGE = __doc__.split("\n\n")[1]
 
 def _export(argv):
     p = argparse.ArgumentParser(prog="python -m refvbc.crosscheck [export]",
-                                description="Write a cross-check file (docs/crosscheck.md) computed by refvbc.")
+                                description="Write a cross-check file (docs/crosscheck.md) computed by refvbc.",
+                                epilog="To check a file another framework wrote: python -m refvbc.crosscheck verify "
+                                       "FILE.npz [--rtol R]")
     p.add_argument("--arch", required=True, choices=["lenet300", "lenet5"])
     p.add_argument("--tau2", type=float, default=0.0, help="mixture coefficient (0 or 0.02 in the paper)")
     p.add_argument("--tau1", type=float, default=1.0)

@@ -30,7 +30,7 @@ RANGES += [(f"config/lr/{g}", lambda v: v >= 0, ">= 0") for g in LR_GROUPS]
 
 Layout = namedtuple("Layout", "arch steps single dtype param_names outputs unknown")
 # arch: str; steps: int (0 = single-step file); single: bool (top-level minibatch present);
-# dtype: np.float32 | np.float64 (the lowest float precision found among the arrays);
+# dtype: np.float32 | np.float64 (the lowest float precision of the arrays and config/dtype);
 # param_names: list; outputs: output keys in comparison order; unknown: keys the layout does not know.
 
 
@@ -155,7 +155,12 @@ def check(arrays):
             raise LayoutError(f"{key} must be {what}, got {float(np.asarray(arrays[key]))!r}")
     if float(np.asarray(arrays["param/gmm.mu"])[0]) != 0.0:
         raise LayoutError(f"param/gmm.mu[0] must be 0 (mu_0 is fixed), got {arrays['param/gmm.mu'][0]!r}")
+    if "config/dtype" in arrays:  # optional: the precision the implementation computed in
+        d = np.asarray(arrays["config/dtype"])
+        if d.shape != () or d.dtype.kind != "U" or str(d[()]) not in ("float32", "float64"):
+            raise LayoutError(f"config/dtype must be 'float32' or 'float64', got {d[()]!r}")
+        float_dtypes.add(np.dtype(str(d[()])))
     dtype = np.float32 if np.dtype(np.float32) in float_dtypes else np.float64
-    known = set(want_in) | set(want_out) | {"config/arch"}
+    known = set(want_in) | set(want_out) | {"config/arch", "config/dtype"}
     unknown = sorted(k for k in arrays if k not in known)
     return Layout(arch, steps, single, dtype, list(param_shapes(arch)), list(want_out), unknown)

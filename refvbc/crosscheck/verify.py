@@ -86,11 +86,11 @@ def verify_file(path, rtol=None, out=None):
           f"batch {batch}, {dtype.name}, {what}", file=out)
     if dtype == np.float32:
         if rtol is None:
-            print(f"note: float32 arrays: comparing at --rtol {auto:g} (refvbc's own float32 path drifts up to "
+            print(f"note: float32 file: comparing at --rtol {auto:g} (refvbc's own float32 path drifts up to "
                   f"{FLOAT32_DRIFT['minibatch']:g} in one minibatch, {FLOAT32_DRIFT['steps']:g} over 5 Adam "
                   f"steps; docs/crosscheck.md)", file=out)
         elif rtol < auto:
-            print(f"note: float32 arrays: --rtol {rtol:g} is below float32 round-off; --rtol {auto:g} is "
+            print(f"note: float32 file: --rtol {rtol:g} is below float32 round-off; --rtol {auto:g} is "
                   f"the float32 default (docs/crosscheck.md)", file=out)
     rtol = auto if rtol is None else rtol
     if layout.unknown:
@@ -113,6 +113,11 @@ def verify_file(path, rtol=None, out=None):
         print(f"PASS: all {len(rows)} tensors agree within rtol {rtol:g} (largest: {top[0]} {top[1]:.2e})",
               file=out)
         return 0
+    errs = [r[1] for r in rows]
+    if dtype == np.float64 and np.median(errs) > 1e-9 and max(r[1] for r in bad) < 1e-2:
+        print(f"note: errors around {np.median(errs):.0e} throughout look like float32 arithmetic stored as "
+              f"float64; if so, add config/dtype = 'float32' or pass --rtol {RTOL[np.dtype(np.float32)]:g}",
+              file=out)
     first = bad[0]
     where = f"step {step_of(first[0])}, " if layout.steps and step_of(first[0]) else ""
     print(f"FAIL: {len(bad)} of {len(rows)} tensors differ beyond rtol {rtol:g}; first disagreement: "
