@@ -113,6 +113,7 @@ BAD_FILES = {
     "step-eps": (_set("config/adam/eps", np.array(0.0)), "config/adam/eps must be > 0"),
     "step-lr": (_set("config/lr/mu", np.array(-1e-4)), "config/lr/mu must be >= 0"),
     "string-tau2": (_set("config/tau2", np.array("0.02")), "config/tau2 must be a numeric scalar"),
+    "empty-batch": (_set("input/x", np.zeros((0, 784))), "input/x holds an empty batch"),
     "dtype": (_set("config/dtype", np.array("float16")), "config/dtype must be 'float32' or 'float64'"),
     "inputs-only": (lambda a: [a.pop(k) for k in list(a) if k.startswith(("out/", "grad/"))],
                     "holds no outputs"),

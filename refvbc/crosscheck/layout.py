@@ -117,6 +117,8 @@ def check(arrays):
         want_in.update({f"config/adam/{k}": () for k in ADAM_KEYS})
     for p in prefixes:
         b = batch_of(p)
+        if b < 1:
+            raise LayoutError(f"{p}input/x holds an empty batch (shape {np.shape(arrays[p + 'input/x'])})")
         want_in.update(batch_keys(arch, p, b))
         want_out.update(output_keys(arch, p, b, with_state=bool(p)))
 
