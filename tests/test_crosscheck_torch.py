@@ -18,12 +18,11 @@ torch.set_num_threads(1)  # tiny tensors; the test machine's cores are shared
 from gradcheck import num_grad, rel_err  # noqa: E402
 import torch_spec  # noqa: E402  (tests/ is on sys.path under pytest's default rootdir import mode)
 from refvbc import arch as A  # noqa: E402
+from refvbc.crosscheck import rel_err  # noqa: E402  (max|a - b| / max|b|, b the reference)
+import xcheck_util as XU  # noqa: E402
+from xcheck_util import BATCH, CASE_IDS, CASES, SEED  # noqa: E402
 
-SEED = 1234
-BATCH = 4
 REL_TOL = 1e-7
-CASES = [(a, t) for a in ("lenet300", "lenet5") for t in (0.0, 0.02)]
-CASE_IDS = [f"{a}-tau2={t}" for a, t in CASES]
 # entries of the fixed mixture component (spec "Terms"): their gradient must be exactly zero
 FIXED_ENTRIES = {"gmm.mu": 0, "gmm.log_pi": 0}
 
@@ -339,3 +338,64 @@ def test_torch_spec_priors_against_scipy():
     want = float(np.sum((A.GAMMA_ALPHA - 1) * log_lam - A.GAMMA_BETA * np.exp(log_lam)))
     got = float(torch_spec.log_gamma(torch.tensor(log_lam), A.GAMMA_ALPHA, A.GAMMA_BETA))
     assert abs(got - want) <= 1e-12 * abs(want), f"log Gamma: expected {want}, got {got}"
+
+
+# ---------------------------------------------------------------------------------------------
+# files written by PyTorch (torch_spec.spec_file, torch.optim.Adam) through the real verify command
+# ---------------------------------------------------------------------------------------------
+
+_TORCH_FILES = {}
+
+
+def torch_file(arch_name, tau2, steps, dtype=torch.float64):
+    """A complete file written by PyTorch from refvbc's exported inputs (outputs all PyTorch's)."""
+    from refvbc import crosscheck
+
+    key = (arch_name, tau2, steps, dtype)
+    if key not in _TORCH_FILES:
+        inputs = crosscheck.inputs(arch_name, tau2, XU.BATCH, XU.SEED, steps=steps)
+        _TORCH_FILES[key] = torch_spec.spec_file(inputs, dtype)
+    return _TORCH_FILES[key]
+
+
+@pytest.mark.parametrize("steps", [0, XU.STEPS], ids=["minibatch", f"{XU.STEPS}-steps"])
+@pytest.mark.parametrize("arch_name,tau2", CASES, ids=CASE_IDS)
+def test_verify_torch_file(tmp_path, arch_name, tau2, steps):
+    """verify passes a PyTorch-written file at rtol 1e-7 (a minibatch, or a trajectory of 5
+    torch.optim.Adam steps with the Table-3 per-group learning rates)."""
+    arrays = torch_file(arch_name, tau2, steps)
+    code, out, err = XU.run_verify(arrays, tmp_path / "torch.npz")
+    XU.assert_passes(code, out, err, REL_TOL, f"torch {arch_name} tau2={tau2} steps={steps}")
+
+
+@pytest.mark.parametrize("arch_name", ["lenet300", "lenet5"])
+def test_verify_torch_file_changed_entry(tmp_path, arch_name):
+    """The same file with one gradient entry changed by 1e-4 relative: exit 1, that tensor named."""
+    key = "grad/fc1.theta"
+    arrays = XU.perturb_largest(torch_file(arch_name, 0.02, 0), key, 1e-4)
+    code, out, _ = XU.run_verify(arrays, tmp_path / "torch.npz")
+    bad = [k for k, e in XU.tensor_errors(out).items() if e > REL_TOL]
+    assert code == 1 and bad == [key], f"expected exit 1 with only {key} differing, got {code}, {bad}"
+    assert f"first disagreement: {key} " in out.splitlines()[-1], out.splitlines()[-1]
+
+
+@pytest.mark.parametrize("arch_name", ["lenet300", "lenet5"])
+def test_verify_torch_file_key_removed(tmp_path, arch_name):
+    """The same file with a key removed: exit 2, one line naming it, no report."""
+    arrays = dict(torch_file(arch_name, 0.02, 0))
+    del arrays["grad/fc2.bias"]
+    code, out, err = XU.run_verify(arrays, tmp_path / "torch.npz")
+    assert code == 2 and out == "", f"expected exit 2 and no report, got {code}\n{out}"
+    assert err.count("\n") == 1 and err.rstrip().endswith("missing 1 key: grad/fc2.bias"), repr(err)
+
+
+def test_verify_torch_float32_trajectory(tmp_path):
+    """A float32 PyTorch trajectory passes at the float32 default --rtol, with the note."""
+    from refvbc.crosscheck import verify as V
+
+    arrays = torch_file("lenet5", 0.02, XU.STEPS, torch.float32)
+    assert arrays["step3/param/fc1.theta"].dtype == np.float32
+    code, out, err = XU.run_verify(arrays, tmp_path / "torch32.npz")
+    worst = XU.assert_passes(code, out, err, V.RTOL[np.dtype(np.float32)], "torch float32 lenet5")
+    assert "note: float32 file" in out
+    assert worst[1] > 1e-9, f"float32 file suspiciously exact ({worst}): is it float64?"

@@ -1,9 +1,11 @@
-"""An independent PyTorch (float64, autograd) implementation of docs/objective.md.
+"""An independent PyTorch (float64 or float32, autograd) implementation of docs/objective.md.
 
 Written from docs/objective.md alone: it imports no refvbc numerics (no layers/priors/models/objective), and it
 reads nothing but the arrays of a cross-check file (``config/``, ``input/``, ``param/``, ``noise/``).
 Its loss, logits and autograd gradients are compared against the file's ``out/`` and ``grad/`` arrays by
-tests/test_crosscheck_torch.py.
+tests/test_crosscheck_torch.py, and ``spec_file`` writes a whole cross-check file (one minibatch and a
+trajectory of torch.optim.Adam steps with per-group learning rates) that ``refvbc.crosscheck verify``
+reads.
 
 Shape legend
     B        batch size
@@ -18,6 +20,9 @@ Public API
     spec_forward(arch, params, x, y, noise, config) -> (loss tensor, logits tensor, aux dict)
     spec_terms(arch, params, x, y, noise, config) -> (logits, {"ce", "kl", "prior"} -> tensor, aux)
     spec_term_grads(arrays) -> {"ce", "kl", "prior"} -> {param name -> np.ndarray}
+    spec_outputs(arrays, dtype) -> {output key -> np.ndarray}: out/*, grad/* and step<k>/... of the
+        docs/crosscheck.md layout, from the file's input keys alone
+    spec_file(arrays, dtype) -> the input keys (cast to dtype) plus spec_outputs: a complete file
     log_alpha_unclipped(theta, log_sigma2), kl_vd(log_alpha), log_mixture(theta, mu, log_lambda,
     log_pi, pi0), log_gamma(log_lambda, alpha, beta)
 """
@@ -140,7 +145,7 @@ def spec_terms(arch, params, x, y, noise, config):
         raise ValueError(f"unknown architecture {arch!r}; expected one of {sorted(NETWORKS)}")
     aux = {}
     h = x
-    kl = torch.zeros((), dtype=torch.float64)
+    kl = torch.zeros((), dtype=x.dtype)
     thetas = []
     for name, kind, after in NETWORKS[arch]:
         theta = params[f"{name}.theta"]
@@ -171,11 +176,11 @@ def spec_terms(arch, params, x, y, noise, config):
     return logits, terms, aux
 
 
-def unpack(arrays):
+def unpack(arrays, dtype=torch.float64):
     """Read a cross-check mapping (dict or np.load result) into (arch, params, x, y, noise, config).
 
-    Only ``config/``, ``input/``, ``param/`` and ``noise/`` keys are read; params are float64 leaf
-    tensors with requires_grad. Raises ValueError on a missing key or a non-float64 array.
+    Only ``config/``, ``input/``, ``param/`` and ``noise/`` keys are read; params are `dtype` leaf
+    tensors with requires_grad. Raises ValueError on a missing key or a non-float32/64 array.
     """
     keys = list(arrays.keys())
 
@@ -186,27 +191,35 @@ def unpack(arrays):
 
     arch = str(get("config/arch")[()])
     config = {k: float(get(f"config/{k}")) for k in CONFIG_KEYS}
-    x = get("input/x")
-    if x.dtype != np.float64:
-        raise ValueError(f"input/x must be float64, got {x.dtype}")
-    y = get("input/y")
-    if y.dtype.kind not in "iu":
-        raise ValueError(f"input/y must be integer, got {y.dtype}")
-    params, noise = {}, {}
+    params = {}
     for key in keys:
-        if key.startswith("param/") or key.startswith("noise/"):
-            a = get(key)
-            if a.dtype != np.float64:
-                raise ValueError(f"{key} must be float64, got {a.dtype}")
-            t = torch.tensor(a, dtype=torch.float64)
-            if key.startswith("param/"):
-                params[key[len("param/"):]] = t.requires_grad_(True)
-            else:
-                noise[key[len("noise/"):]] = t
+        if key.startswith("param/"):
+            params[key[len("param/"):]] = as_tensor(key, get(key), dtype).requires_grad_(True)
     if "gmm.mu" in params and float(params["gmm.mu"][0].detach()) != 0.0:
         mu0 = float(params["gmm.mu"][0].detach())
         raise ValueError(f"param/gmm.mu[0] must be 0 (spec: mu_0 fixed), got {mu0}")
-    return arch, params, torch.tensor(x), torch.tensor(y, dtype=torch.int64), noise, config
+    x, y, noise = unpack_batch(arrays, "", dtype)
+    return arch, params, x, y, noise, config
+
+
+def as_tensor(key, a, dtype):
+    if a.dtype not in (np.float32, np.float64):
+        raise ValueError(f"{key} must be float32 or float64, got {a.dtype}")
+    return torch.tensor(a, dtype=dtype)
+
+
+def unpack_batch(arrays, prefix, dtype):
+    """(x, y, noise) of the minibatch ``<prefix>input/*``, ``<prefix>noise/<layer>``."""
+    if f"{prefix}input/x" not in arrays:
+        raise ValueError(f"cross-check arrays lack key {prefix + 'input/x'!r}")
+    x = as_tensor(f"{prefix}input/x", np.asarray(arrays[f"{prefix}input/x"]), dtype)
+    y = np.asarray(arrays[f"{prefix}input/y"])
+    if y.dtype.kind not in "iu":
+        raise ValueError(f"{prefix}input/y must be integer, got {y.dtype}")
+    n = len(prefix) + len("noise/")
+    noise = {k[n:]: as_tensor(k, np.asarray(v), dtype) for k, v in arrays.items()
+             if k.startswith(f"{prefix}noise/")}
+    return x, torch.tensor(y, dtype=torch.int64), noise
 
 
 def spec_term_grads(arrays):
@@ -242,4 +255,73 @@ def spec_loss(arrays, return_aux=False):
     out = (float(loss.detach()), logits.detach().numpy().copy(), grads)
     if return_aux:
         out = out + ({k: v.numpy().copy() for k, v in aux.items()},)
+    return out
+
+
+def _numpy(t):
+    return t.detach().numpy().copy()
+
+
+def spec_outputs(arrays, dtype=torch.float64):
+    """Every output key of the docs/crosscheck.md layout, computed by PyTorch from the input keys.
+
+    Inputs:  arrays with config/*, param/* and input/*, noise/* (one minibatch, optional when the
+             file is a trajectory) and, when config/steps = K is present, config/lr/<group>,
+             config/adam/{beta1,beta2,eps}, step<k>/input/*, step<k>/noise/*.
+    Returns: {key: np.ndarray of `dtype`}: out/loss, out/logits, grad/<name>; and per step k:
+             step<k>/out/*, step<k>/grad/<name> (before the update), step<k>/param/<name>,
+             step<k>/adam.m/<name>, step<k>/adam.v/<name> (after torch.optim.Adam's step k).
+    """
+    arch, params, x, y, noise, config = unpack(arrays, dtype) if "input/x" in arrays else \
+        unpack({**arrays, **_first_step_batch(arrays)}, dtype)
+    out = {}
+    if "input/x" in arrays:
+        loss, logits, _ = spec_forward(arch, params, x, y, noise, config)
+        loss.backward()
+        out.update({"out/loss": _numpy(loss), "out/logits": _numpy(logits)})
+        out.update({f"grad/{n}": _grad(p) for n, p in params.items()})
+    steps = int(np.asarray(arrays["config/steps"])) if "config/steps" in arrays else 0
+    if not steps:
+        return out
+    groups = {}
+    for n, p in params.items():
+        groups.setdefault(n.rsplit(".", 1)[1], []).append(p)
+    opt = torch.optim.Adam(
+        [{"params": ps, "lr": float(np.asarray(arrays[f"config/lr/{g}"]))} for g, ps in groups.items()],
+        betas=(float(np.asarray(arrays["config/adam/beta1"])), float(np.asarray(arrays["config/adam/beta2"]))),
+        eps=float(np.asarray(arrays["config/adam/eps"])))
+    for k in range(1, steps + 1):
+        pre = f"step{k}/"
+        x, y, noise = unpack_batch(arrays, pre, dtype)
+        opt.zero_grad(set_to_none=False)
+        loss, logits, _ = spec_forward(arch, params, x, y, noise, config)
+        loss.backward()
+        out.update({f"{pre}out/loss": _numpy(loss), f"{pre}out/logits": _numpy(logits)})
+        out.update({f"{pre}grad/{n}": _grad(p) for n, p in params.items()})
+        opt.step()
+        for n, p in params.items():
+            state = opt.state.get(p, {})
+            zeros = torch.zeros_like(p)
+            out[f"{pre}param/{n}"] = _numpy(p)
+            out[f"{pre}adam.m/{n}"] = _numpy(state.get("exp_avg", zeros))
+            out[f"{pre}adam.v/{n}"] = _numpy(state.get("exp_avg_sq", zeros))
+    return out
+
+
+def _grad(p):
+    return np.zeros(tuple(p.shape), dtype=_numpy(p).dtype) if p.grad is None else _numpy(p.grad)
+
+
+def _first_step_batch(arrays):
+    """A trajectory file without a top-level minibatch: borrow step 1's for unpacking."""
+    return {k[len("step1/"):]: v for k, v in arrays.items() if k.startswith(("step1/input/", "step1/noise/"))}
+
+
+def spec_file(arrays, dtype=torch.float64):
+    """A complete cross-check file: the input keys of `arrays` (floats cast to `dtype`) and
+    spec_outputs(arrays, dtype) -- what a PyTorch user writes with np.savez."""
+    np_dtype = np.float32 if dtype == torch.float32 else np.float64
+    out = {k: (np.asarray(v).astype(np_dtype) if np.asarray(v).dtype.kind == "f" and not k.startswith("config/")
+               else np.asarray(v)) for k, v in arrays.items()}
+    out.update(spec_outputs(out, dtype))
     return out

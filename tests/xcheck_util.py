@@ -1,0 +1,59 @@
+"""Helpers shared by the cross-check tests: write a file the way a user would (np.savez) and run the
+real `python -m refvbc.crosscheck verify` entry point on it in-process."""
+
+import contextlib
+import io
+
+import numpy as np
+
+from refvbc import crosscheck
+
+CASES = [(a, t) for a in ("lenet300", "lenet5") for t in (0.0, 0.02)]
+CASE_IDS = [f"{a}-tau2={t}" for a, t in CASES]
+SEED = 1234
+BATCH = 4
+STEPS = 5
+
+
+def run_verify(arrays, path, *args):
+    """np.savez(path, **arrays), then main(["verify", path, *args]).
+    Returns (exit code, stdout, stderr)."""
+    np.savez(path, **arrays)
+    return run_verify_path(path, *args)
+
+
+def run_verify_path(path, *args):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = crosscheck.main(["verify", str(path), *map(str, args)])
+    return code, out.getvalue(), err.getvalue()
+
+
+def tensor_errors(stdout):
+    """{key: relative error} from verify's per-tensor lines."""
+    errs = {}
+    for line in stdout.splitlines():
+        parts = line.split()
+        if len(parts) > 2 and parts[1] == "rel":
+            errs[parts[0]] = float(parts[2])
+    return errs
+
+
+def assert_passes(code, out, err, rtol, what):
+    errs = tensor_errors(out)
+    worst = max(errs.items(), key=lambda kv: kv[1]) if errs else None
+    assert code == 0 and "PASS" in out, \
+        f"{what}: expected verify to pass at rtol {rtol} (exit 0), got exit {code}; worst {worst}\n{err}" + \
+        "\n".join(line for line in out.splitlines() if "DIFFERS" in line or "FAIL" in line)
+    assert worst[1] <= rtol, f"{what}: expected every tensor <= {rtol}, worst {worst}"
+    return worst
+
+
+def perturb_largest(arrays, key, rel=1e-4):
+    """Copy of `arrays` with the largest-magnitude entry of `key` multiplied by (1 + rel)."""
+    out = dict(arrays)
+    a = np.array(arrays[key], copy=True)
+    i = np.unravel_index(int(np.argmax(np.abs(a))), a.shape)
+    a[i] = a[i] * (1.0 + rel)
+    out[key] = a
+    return out
