@@ -11,7 +11,7 @@ setup(
     extras_require={
         "test": ["pytest>=7"],
         "figures": ["matplotlib"],
-        "crosscheck": ["torch==2.13.0"],
+        "crosscheck": ["torch==2.13.0", "jax"],
         # real-GPU runs of --device cuda (NVIDIA's numba-cuda target with the CUDA 12 toolkit wheels);
         # the CUDA simulator used by the tests needs nothing beyond numba itself
         "cuda": ["numba-cuda[cu12]>=0.20"],
