@@ -168,10 +168,10 @@ def strip_options(argv, with_value, flags=()):
 
 def run_branches(a, argv, out, log):
     """--jobs N with --method all: l2, then the two branches that start from it (sws; vd -> vdsws)
-    as separate single-threaded processes (refvbc/parallel.py), each in its own subdirectory of
+    as separate single-threaded processes (refvbc/jobs.py), each in its own subdirectory of
     `out` with its own train.log and checkpoint. Returns {phase: params} when every branch finished,
     None when one stopped early (--max-epochs); raises RunError when one failed."""
-    from .parallel import python_argv, run_jobs
+    from .jobs import python_argv, run_jobs
     from .train import load_params, lock_dir
 
     lock = lock_dir(out)  # noqa: F841 (held until this function returns)

@@ -5,7 +5,7 @@
     python scripts/ablation.py table --out runs/ablation [--md docs/ablations.md]
 
 `run` trains the VD+SWS phase once per training variant (single-threaded processes, --jobs at once,
-refvbc/parallel.py), each with `run_experiments.py --method vdsws --init-from VD`; `table` reads every
+refvbc/jobs.py), each with `run_experiments.py --method vdsws --init-from VD`; `table` reads every
 variant's results.json, adds the compression-only rows (no pruning before the argmax, component
 merging) and the beyond-the-paper fine-tuning rows computed from the base model, and prints the table
 (every figure measured on a decoded .rvbc file).
@@ -22,7 +22,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from refvbc import report  # noqa: E402
-from refvbc.parallel import python_argv, run_jobs  # noqa: E402
+from refvbc.jobs import python_argv, run_jobs  # noqa: E402
 
 # name, what it tests, extra flags, epochs, the variant it continues (--resume with more epochs)
 VARIANTS = [

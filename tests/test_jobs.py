@@ -1,10 +1,10 @@
-"""refvbc/parallel.py: jobs side by side, dependencies, failures, single-threaded environment."""
+"""refvbc/jobs.py: jobs side by side, dependencies, failures, single-threaded environment."""
 import os
 import sys
 
 import pytest
 
-from refvbc.parallel import run_jobs
+from refvbc.jobs import run_jobs
 
 
 def job(name, code, tmp, after=None):
