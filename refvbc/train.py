@@ -453,9 +453,12 @@ class Run:
         return finals
 
 
+RECENT = 5  # epochs whose median time estimates the next ones (follows a change of machine load)
+
+
 class Eta:
-    """Estimated time remaining for the epoch log lines: the median epoch time of each phase so far
-    times its remaining epochs; a phase not yet started is estimated at the median of the phase
+    """Estimated time remaining for the epoch log lines: the median time of each phase's last RECENT
+    epochs times its remaining epochs; a phase not yet started is estimated at the median of the phase
     running now (the phases of one arch differ by a small factor; the estimate sharpens as they run)."""
 
     def __init__(self, cfg, todo):
@@ -474,7 +477,7 @@ class Eta:
         """Record one epoch; returns the text appended to its log line."""
         self.pos[phase] = epoch
         self.secs[phase].append(seconds)
-        per = {ph: float(np.median(s)) for ph, s in self.secs.items() if s}
+        per = {ph: float(np.median(s[-RECENT:])) for ph, s in self.secs.items() if s}
         left = {ph: (self.cfg.epochs[ph] - self.pos[ph]) * per.get(ph, per[phase]) for ph in self.todo}
         return f"  eta phase {_fmt_s(left[phase])}, run {_fmt_s(sum(left.values()))}"
 
