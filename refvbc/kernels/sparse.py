@@ -1,0 +1,301 @@
+"""Numba kernels for inference on sparse weights (CSR dense layers, entry lists of conv kernels), each beside
+its NumPy twin (`*_numpy`), compared in tests/test_kernels_sparse.py.
+
+Shape legend
+    N            batch size
+    D0           input features per image (784)
+    U0, uw       kept input units and features per unit: lenet300 784 pixels x 1, lenet5 1 channel x 784
+    L, Lc        dense layers / conv layers of a network
+    O, C         rows (kept output units) and columns (kept inputs) of one dense layer's matrix
+    E            stored non-zero weights of all dense (or all conv) layers together
+    x            (N, D0) images, float32 or float64 (the dtype of the weight values)
+    in_idx       int (U0,) kept input units; unit u reads x[:, in_idx[u]*uw : (in_idx[u]+1)*uw]
+    meta         int64 (L, 5) per dense layer: O, C, p0, b0 (its first bias in bias), layout (0 sparse, 1 dense)
+    sparse       (the file stores CSR): column c holds entries colptr[p0+c] .. colptr[p0+c+1] (CSC: the
+                 file's entries regrouped by column); entry k: row rows[k], value vals[k]
+    dense        (the file stores the kept (O, C) sub-matrix): vals[p0 + c*O + o] = W[o, c]
+    colptr       int, C+1 pointers per sparse layer; rows int (E,) for the sparse entries, which come first
+                 in vals; bias (sum of O,)
+    cmeta        int64 (Lc, 8) per conv layer: O, C, H, W (input channels and size), kh, kw, rp0, b0; output
+                 channel f holds entries crowptr[rp0+f] .. crowptr[rp0+f+1]
+    coffs, cvals (E,) per kept output channel f (rows of crowptr), the non-zero kernel weights: value and
+                 offset c*H*W + i*W + j of input x[c, i, j] under the kernel's top-left output position
+    h (conv)     one image's feature map (C, H, W) flattened; after ReLU + 2x2 max-pool (O, H', W')
+                 flattened, which is the (C, H, W) flatten order of the next dense layer's columns
+    hT (dense)   (C, nb): the activations of nb images as columns (the batch runs along contiguous memory,
+                 so one weight times one input row is a vectorized axpy over the batch)
+
+Every hidden layer is followed by ReLU (conv layers: ReLU then 2x2 max-pool, which commute); the last
+layer gives the logits. Each output starts at its bias and adds value * input entry by entry in stored
+order (no fastmath), which is the order of the NumPy twins, so kernel and twin agree exactly (a kernel that
+skips an input equal to 0 skips adding a signed zero, which changes no value).
+"""
+
+import numba
+import numpy as np
+
+from refvbc.kernels.conv import maxpool2x2_forward_numpy
+
+_NJIT = dict(cache=True, nogil=True, error_model="numpy")
+CHUNK = 256  # images per column block of the dense stack: its activations stay in cache
+
+
+# ----------------------------------------------------------------------------------------------------
+# dense layers on CSR, batch along columns
+# ----------------------------------------------------------------------------------------------------
+
+@numba.njit(**_NJIT)
+def _dense_stack_chunk(src, dst, nb, meta, colptr, rows, vals, bias):
+    """Run every dense layer on the nb images held as columns of src[:C0, :nb]; src and dst are
+    ping-pong buffers (D, >= nb). Returns the buffer holding the logits in [:O_last, :nb].
+    Column by column: input c adds W[o, c] * src[c] to each row o it has an entry in (CSC) or to every row
+    (dense layout), so every output sums its entries in increasing column order."""
+    L = meta.shape[0]
+    for l in range(L):
+        O = meta[l, 0]
+        C = meta[l, 1]
+        p0 = meta[l, 2]
+        b0 = meta[l, 3]
+        for o in range(O):
+            bv = bias[b0 + o]
+            for t in range(nb):
+                dst[o, t] = bv
+        if meta[l, 4]:  # the kept dense sub-matrix, transposed: vals[p0 + c*O + o] = W[o, c]
+            for c in range(C):
+                for o in range(O):
+                    v = vals[p0 + c * O + o]
+                    for t in range(nb):
+                        dst[o, t] += v * src[c, t]
+        else:  # CSC
+            for c in range(C):
+                for k in range(colptr[p0 + c], colptr[p0 + c + 1]):
+                    v = vals[k]
+                    r = rows[k]
+                    for t in range(nb):
+                        dst[r, t] += v * src[c, t]
+        if l < L - 1:
+            for o in range(O):
+                for t in range(nb):
+                    if dst[o, t] < 0:
+                        dst[o, t] = 0
+        src, dst = dst, src
+    return src
+
+
+@numba.njit(**_NJIT)
+def _dense_stack_one(src, dst, meta, colptr, rows, vals, bias):
+    """_dense_stack_chunk for one image, on 1-D buffers (unit stride, so the dense-layout loop vectorizes);
+    inputs equal to 0 are skipped (adding a signed zero changes no value). Returns the buffer holding the
+    logits in [:O_last]."""
+    L = meta.shape[0]
+    for l in range(L):
+        O = meta[l, 0]
+        C = meta[l, 1]
+        p0 = meta[l, 2]
+        b0 = meta[l, 3]
+        for o in range(O):
+            dst[o] = bias[b0 + o]
+        dense = meta[l, 4] != 0
+        for c in range(C):
+            xc = src[c]
+            if xc == 0:
+                continue
+            if dense:
+                w0 = p0 + c * O
+                for o in range(O):
+                    dst[o] += vals[w0 + o] * xc
+            else:
+                for k in range(colptr[p0 + c], colptr[p0 + c + 1]):
+                    dst[rows[k]] += vals[k] * xc
+        if l < L - 1:
+            for o in range(O):
+                if dst[o] < 0:
+                    dst[o] = 0
+        src, dst = dst, src
+    return src
+
+
+@numba.njit(**_NJIT)
+def _dense_stack_to_out(buf_a, buf_b, D, nb, n0, meta, colptr, rows, vals, bias, out):
+    """Run the dense stack on the nb images in buf_a (flat; its (D * nb,) prefix holds the (D, nb) columns,
+    for one image simply its inputs) and write their logits to out[n0:n0+nb]."""
+    if nb == 1:
+        res = _dense_stack_one(buf_a, buf_b, meta, colptr, rows, vals, bias)
+        for o in range(out.shape[1]):
+            out[n0, o] = res[o]
+        return
+    a = buf_a[:D * nb].reshape((D, nb))
+    b = buf_b[:D * nb].reshape((D, nb))
+    res = _dense_stack_chunk(a, b, nb, meta, colptr, rows, vals, bias)
+    for t in range(nb):
+        for o in range(out.shape[1]):
+            out[n0 + t, o] = res[o, t]
+
+
+@numba.njit(**_NJIT)
+def mlp_forward_numba(x, in_idx, meta, colptr, rows, vals, bias, out):
+    """Logits of an all-dense network (lenet300), one call for the whole forward, in blocks of CHUNK
+    images.
+
+    Inputs:  x (N, D0) contiguous, vals' dtype; in_idx (U0,) (uw = 1); meta, colptr, rows, vals, bias as
+             in the legend; out (N, O_last), vals' dtype, receives the logits (passed in: returning an
+             array costs about a microsecond at batch 1).
+    """
+    N = x.shape[0]
+    L = meta.shape[0]
+    U0 = in_idx.shape[0]
+    D = U0
+    for l in range(L):
+        D = max(D, meta[l, 0])
+    nbmax = max(min(CHUNK, N), 1)
+    buf_a = np.empty(D * nbmax, dtype=vals.dtype)
+    buf_b = np.empty(D * nbmax, dtype=vals.dtype)
+    for n0 in range(0, N, nbmax):
+        nb = min(nbmax, N - n0)
+        for t in range(nb):
+            for u in range(U0):
+                buf_a[u * nb + t] = x[n0 + t, in_idx[u]]
+        _dense_stack_to_out(buf_a, buf_b, D, nb, n0, meta, colptr, rows, vals, bias, out)
+
+
+def dense_stack_numpy(hT, meta, colptr, rows, vals, bias):
+    """Reference for the dense stack: hT (C0, N) -> logits (O_last, N), adding column by column in stored
+    order as the kernel does (CSC: np.add.at, which adds entry by entry)."""
+    h = hT
+    L = meta.shape[0]
+    for l in range(L):
+        O, C, p0, b0, dense = (int(v) for v in meta[l])
+        out = np.repeat(bias[b0:b0 + O, None], h.shape[1], axis=1)
+        if dense:
+            wT = vals[p0:p0 + C * O].reshape(C, O)
+            for c in range(C):
+                out += wT[c][:, None] * h[c][None, :]
+        else:
+            cp = colptr[p0:p0 + C + 1]
+            k = slice(int(cp[0]), int(cp[-1]))
+            np.add.at(out, rows[k], vals[k, None] * h[np.repeat(np.arange(C), np.diff(cp))])
+        h = np.maximum(out, 0) if l < L - 1 else out
+    return h
+
+
+def mlp_forward_numpy(x, in_idx, meta, colptr, rows, vals, bias):
+    """Reference for mlp_forward_numba (the blocking changes no result); returns the logits (N, O_last)."""
+    return np.ascontiguousarray(dense_stack_numpy(x[:, in_idx].T, meta, colptr, rows, vals, bias).T)
+
+
+# ----------------------------------------------------------------------------------------------------
+# conv layers: sparse kernels over one image, then the dense stack
+# ----------------------------------------------------------------------------------------------------
+
+def conv_geometry(cmeta_row):
+    """(O, C, H, W, kh, kw, OH, OW, PH, PW) of one conv layer's meta row (PH, PW: after the 2x2 pool)."""
+    O, C, H, W, kh, kw = (int(v) for v in cmeta_row[:6])
+    OH, OW = H - kh + 1, W - kw + 1
+    return O, C, H, W, kh, kw, OH, OW, OH // 2, OW // 2
+
+
+@numba.njit(**_NJIT)
+def _conv_relu_pool(src, dst, acc, m, crowptr, coffs, cvals, cbias):
+    """One conv layer on one image: src (C*H*W,) -> dst (O*PH*PW,), through acc (>= OH*OW,)."""
+    O = m[0]
+    W = m[3]
+    OH = m[2] - m[4] + 1
+    OW = W - m[5] + 1
+    rp0 = m[6]
+    b0 = m[7]
+    PH = OH // 2
+    PW = OW // 2
+    for f in range(O):
+        bv = cbias[b0 + f]
+        for p in range(OH * OW):
+            acc[p] = bv
+        for k in range(crowptr[rp0 + f], crowptr[rp0 + f + 1]):
+            v = cvals[k]
+            off = coffs[k]
+            for oh in range(OH):
+                a0 = oh * OW
+                s0 = off + oh * W
+                for ow in range(OW):
+                    acc[a0 + ow] += v * src[s0 + ow]
+        d0 = f * PH * PW
+        for i in range(PH):
+            r0 = 2 * i * OW
+            r1 = r0 + OW
+            for j in range(PW):
+                best = max(max(acc[r0 + 2 * j], acc[r0 + 2 * j + 1]), max(acc[r1 + 2 * j], acc[r1 + 2 * j + 1]))
+                dst[d0 + i * PW + j] = best if best > 0 else 0
+
+
+@numba.njit(**_NJIT)
+def convnet_forward_numba(x, in_idx, uw, cmeta, crowptr, coffs, cvals, cbias, meta, colptr, rows, vals,
+                          bias, out):
+    """Logits of a conv network (lenet5), one call for the whole forward.
+
+    Inputs:  x (N, D0) contiguous, vals' dtype; in_idx (U0,), uw; the conv stack (cmeta, crowptr, coffs,
+             cvals, cbias) and the dense stack (meta, colptr, rows, vals, bias) as in the legend;
+             out (N, O_last) receives the logits.
+    """
+    N = x.shape[0]
+    Lc = cmeta.shape[0]
+    U0 = in_idx.shape[0]
+    S = U0 * uw  # largest flattened map and largest conv pre-activation plane
+    A = 1
+    for l in range(Lc):
+        O = cmeta[l, 0]
+        OH = cmeta[l, 2] - cmeta[l, 4] + 1
+        OW = cmeta[l, 3] - cmeta[l, 5] + 1
+        S = max(S, O * (OH // 2) * (OW // 2))
+        A = max(A, OH * OW)
+    cur = np.zeros(max(S, 1), dtype=vals.dtype)
+    nxt = np.zeros(max(S, 1), dtype=vals.dtype)
+    acc = np.empty(A, dtype=vals.dtype)
+    F = meta[0, 1]  # columns of the first dense layer = the flattened last map
+    D = F
+    for l in range(meta.shape[0]):
+        D = max(D, meta[l, 0])
+    nbmax = max(min(CHUNK, N), 1)
+    buf_a = np.empty(D * nbmax, dtype=vals.dtype)
+    buf_b = np.empty(D * nbmax, dtype=vals.dtype)
+    for n0 in range(0, N, nbmax):
+        nb = min(nbmax, N - n0)
+        for t in range(nb):
+            for u in range(U0):
+                s0 = in_idx[u] * uw
+                for q in range(uw):
+                    cur[u * uw + q] = x[n0 + t, s0 + q]
+            h, g = cur, nxt
+            for l in range(Lc):
+                _conv_relu_pool(h, g, acc, cmeta[l], crowptr, coffs, cvals, cbias)
+                h, g = g, h
+            for d in range(F):
+                buf_a[d * nb + t] = h[d]
+        _dense_stack_to_out(buf_a, buf_b, D, nb, n0, meta, colptr, rows, vals, bias, out)
+
+
+def conv_relu_pool_numpy(h, cmeta_row, crowptr, coffs, cvals, cbias):
+    """Reference for one conv layer: h (N, C, H, W) -> relu + 2x2 max-pool (N, O, PH, PW), adding the
+    kernel entries one by one in stored order."""
+    O, C, H, W, kh, kw, OH, OW, _, _ = conv_geometry(cmeta_row)
+    rp0, b0 = int(cmeta_row[6]), int(cmeta_row[7])
+    out = np.empty((h.shape[0], O, OH, OW), dtype=cvals.dtype)
+    for f in range(O):
+        acc = np.full((h.shape[0], OH, OW), cbias[b0 + f], dtype=cvals.dtype)
+        for k in range(int(crowptr[rp0 + f]), int(crowptr[rp0 + f + 1])):
+            c, r = divmod(int(coffs[k]), H * W)
+            i, j = divmod(r, W)
+            acc += cvals[k] * h[:, c, i:i + OH, j:j + OW]
+        out[:, f] = acc
+    return maxpool2x2_forward_numpy(np.maximum(out, 0))[0]
+
+
+def convnet_forward_numpy(x, in_idx, uw, cmeta, crowptr, coffs, cvals, cbias, meta, colptr, rows, vals,
+                          bias):
+    """Reference for convnet_forward_numba."""
+    N = x.shape[0]
+    units = x.reshape(N, -1, uw)[:, in_idx]  # (N, U0, uw)
+    if cmeta.shape[0]:
+        _, _, H, W = (int(v) for v in cmeta[0, :4])
+        h = units.reshape(N, -1, H, W)
+    for l in range(cmeta.shape[0]):
+        h = conv_relu_pool_numpy(h, cmeta[l], crowptr, coffs, cvals, cbias)
+    return np.ascontiguousarray(dense_stack_numpy(h.reshape(N, -1).T, meta, colptr, rows, vals, bias).T)
