@@ -60,19 +60,23 @@ def _dense_stack_chunk(src, dst, nb, meta, colptr, rows, vals, bias):
             bv = bias[b0 + o]
             for t in range(nb):
                 dst[o, t] = bv
+        # (row views d, s indexed by the loop variable t: contiguous, vectorized, no gathers)
         if meta[l, 4]:  # the kept dense sub-matrix, transposed: vals[p0 + c*O + o] = W[o, c]
             for c in range(C):
+                s = src[c]
                 for o in range(O):
                     v = vals[p0 + c * O + o]
+                    d = dst[o]
                     for t in range(nb):
-                        dst[o, t] += v * src[c, t]
+                        d[t] += v * s[t]
         else:  # CSC
             for c in range(C):
+                s = src[c]
                 for k in range(colptr[p0 + c], colptr[p0 + c + 1]):
                     v = vals[k]
-                    r = rows[k]
+                    d = dst[rows[k]]
                     for t in range(nb):
-                        dst[r, t] += v * src[c, t]
+                        d[t] += v * s[t]
         if l < L - 1:
             for o in range(O):
                 for t in range(nb):
@@ -83,10 +87,11 @@ def _dense_stack_chunk(src, dst, nb, meta, colptr, rows, vals, bias):
 
 
 @numba.njit(**_NJIT)
-def _dense_stack_one(src, dst, meta, colptr, rows, vals, bias):
-    """_dense_stack_chunk for one image, on 1-D buffers (unit stride, so the dense-layout loop vectorizes);
-    inputs equal to 0 are skipped (adding a signed zero changes no value). Returns the buffer holding the
-    logits in [:O_last]."""
+def _dense_stack_one(src, dst, nzc, meta, colptr, rows, vals, bias):
+    """_dense_stack_chunk for one image, on 1-D buffers (unit stride, so the dense-layout loop vectorizes).
+    Only the inputs that are not 0 are visited (adding a signed zero changes no value): their columns are
+    first listed in nzc (int, >= D) without a branch per input. Returns the buffer holding the logits in
+    [:O_last]."""
     L = meta.shape[0]
     for l in range(L):
         O = meta[l, 0]
@@ -95,16 +100,21 @@ def _dense_stack_one(src, dst, meta, colptr, rows, vals, bias):
         b0 = meta[l, 3]
         for o in range(O):
             dst[o] = bias[b0 + o]
-        dense = meta[l, 4] != 0
+        n = 0
         for c in range(C):
-            xc = src[c]
-            if xc == 0:
-                continue
-            if dense:
-                w0 = p0 + c * O
+            nzc[n] = c
+            n += src[c] != 0
+        if meta[l, 4]:
+            for i in range(n):
+                c = nzc[i]
+                xc = src[c]
+                w = vals[p0 + c * O:p0 + (c + 1) * O]  # W[:, c], a view indexed by the loop variable
                 for o in range(O):
-                    dst[o] += vals[w0 + o] * xc
-            else:
+                    dst[o] += w[o] * xc
+        else:
+            for i in range(n):
+                c = nzc[i]
+                xc = src[c]
                 for k in range(colptr[p0 + c], colptr[p0 + c + 1]):
                     dst[rows[k]] += vals[k] * xc
         if l < L - 1:
@@ -120,7 +130,7 @@ def _dense_stack_to_out(buf_a, buf_b, D, nb, n0, meta, colptr, rows, vals, bias,
     """Run the dense stack on the nb images in buf_a (flat; its (D * nb,) prefix holds the (D, nb) columns,
     for one image simply its inputs) and write their logits to out[n0:n0+nb]."""
     if nb == 1:
-        res = _dense_stack_one(buf_a, buf_b, meta, colptr, rows, vals, bias)
+        res = _dense_stack_one(buf_a, buf_b, np.empty(D, dtype=np.intp), meta, colptr, rows, vals, bias)
         for o in range(out.shape[1]):
             out[n0, o] = res[o]
         return
@@ -196,7 +206,10 @@ def conv_geometry(cmeta_row):
 
 @numba.njit(**_NJIT)
 def _conv_relu_pool(src, dst, acc, m, crowptr, coffs, cvals, cbias):
-    """One conv layer on one image: src (C*H*W,) -> dst (O*PH*PW,), through acc (>= OH*OW,)."""
+    """One conv layer on one image: src (C*H*W,) -> dst (O*PH*PW,), through acc (>= OH*W,).
+    acc holds the output map in rows of W (not OW) positions: then output (oh, ow) reads src[off + oh*W +
+    ow] for every kernel entry, so one entry updates the P = (OH-1)*W + OW consecutive positions in one
+    contiguous (vectorized) loop; the W - OW extra positions per row are computed and never read."""
     O = m[0]
     W = m[3]
     OH = m[2] - m[4] + 1
@@ -205,22 +218,20 @@ def _conv_relu_pool(src, dst, acc, m, crowptr, coffs, cvals, cbias):
     b0 = m[7]
     PH = OH // 2
     PW = OW // 2
+    P = (OH - 1) * W + OW
     for f in range(O):
         bv = cbias[b0 + f]
-        for p in range(OH * OW):
+        for p in range(P):
             acc[p] = bv
         for k in range(crowptr[rp0 + f], crowptr[rp0 + f + 1]):
             v = cvals[k]
-            off = coffs[k]
-            for oh in range(OH):
-                a0 = oh * OW
-                s0 = off + oh * W
-                for ow in range(OW):
-                    acc[a0 + ow] += v * src[s0 + ow]
+            win = src[coffs[k]:coffs[k] + P]  # a view indexed by the loop variable: no gathers
+            for p in range(P):
+                acc[p] += v * win[p]
         d0 = f * PH * PW
         for i in range(PH):
-            r0 = 2 * i * OW
-            r1 = r0 + OW
+            r0 = 2 * i * W
+            r1 = r0 + W
             for j in range(PW):
                 best = max(max(acc[r0 + 2 * j], acc[r0 + 2 * j + 1]), max(acc[r1 + 2 * j], acc[r1 + 2 * j + 1]))
                 dst[d0 + i * PW + j] = best if best > 0 else 0
@@ -245,7 +256,7 @@ def convnet_forward_numba(x, in_idx, uw, cmeta, crowptr, coffs, cvals, cbias, me
         OH = cmeta[l, 2] - cmeta[l, 4] + 1
         OW = cmeta[l, 3] - cmeta[l, 5] + 1
         S = max(S, O * (OH // 2) * (OW // 2))
-        A = max(A, OH * OW)
+        A = max(A, OH * cmeta[l, 3])
     cur = np.zeros(max(S, 1), dtype=vals.dtype)
     nxt = np.zeros(max(S, 1), dtype=vals.dtype)
     acc = np.empty(A, dtype=vals.dtype)
