@@ -6,10 +6,11 @@ Shape legend
     x, y     (N, 784) float32, (N,) int labels
     logits   (N, 10)
 
-Latency: `calls` single-image forward passes of each model, alternating which goes first, each timed on its
-own; the median. Throughput: `rounds` batches of `batch` images per model, interleaved the same way; images
-per second from the median batch time. Both models run on the same images; JIT compilation is done before
-timing (a warm-up call of each).
+Latency: `calls` single-image forward passes of each model, each timed on its own, the two models taking
+turns in blocks of 100 calls (so each runs with its own weights in cache, as when serving requests one by
+one, and both share the machine's load over the run); the median. Throughput: `rounds` batches of `batch`
+images per model, taking turns batch by batch; images per second from the median batch time. Both models
+run on the same images; JIT compilation is done before timing (warm-up calls of each).
 """
 
 import os
@@ -28,17 +29,21 @@ def _ties(logits):
     return int(np.count_nonzero(top2[:, 0] == top2[:, 1]))
 
 
-def _interleaved(fa, fb, args):
-    """Time fa(a) and fb(a) for every a in args, alternating the order; -> (times_a, times_b) in seconds."""
+def _interleaved(fa, fb, args, block):
+    """Time fa(a) and fb(a) for every a in args, one call at a time, in alternating blocks of `block`
+    calls (a, b, b, a, a, b, ...: each model runs with its own data in cache, as a model serving requests
+    does, and both see the same machine load over the run). Returns (times_a, times_b) in seconds."""
     ta, tb = [], []
     clock = time.perf_counter
-    for k, a in enumerate(args):
-        for which in ((0, 1) if k % 2 == 0 else (1, 0)):
-            f = fa if which == 0 else fb
-            t0 = clock()
-            f(a)
-            dt = clock() - t0
-            (ta if which == 0 else tb).append(dt)
+    for k0 in range(0, len(args), block):
+        chunk = args[k0:k0 + block]
+        order = (fa, fb) if (k0 // block) % 2 == 0 else (fb, fa)
+        for f in order:
+            times = ta if f is fa else tb
+            for a in chunk:
+                t0 = clock()
+                f(a)
+                times.append(clock() - t0)
     return np.array(ta), np.array(tb)
 
 
@@ -66,12 +71,12 @@ def benchmark(path, x, y, calls=2000, rounds=20, batch=1000):
     singles = [x[k % len(x):k % len(x) + 1] for k in range(calls)]
     for xb in singles[:20]:  # warm-up: caches, allocator
         fs(xb), fd(xb)
-    ts, td = _interleaved(fs, fd, singles)
+    ts, td = _interleaved(fs, fd, singles, block=100)
     res["latency_sparse_s"], res["latency_dense_s"] = float(np.median(ts)), float(np.median(td))
     nb = max(len(x) // batch, 1)
     batches = [x[(k % nb) * batch:(k % nb + 1) * batch] for k in range(rounds)]
     fs(batches[0]), fd(batches[0])
-    ts, td = _interleaved(fs, fd, batches)
+    ts, td = _interleaved(fs, fd, batches, block=1)
     res["throughput_sparse"] = float(len(batches[0]) / np.median(ts))
     res["throughput_dense"] = float(len(batches[0]) / np.median(td))
     load.append(os.getloadavg())

@@ -47,8 +47,8 @@ def _pack(layers, with_layout=False):
              pointer groups in stable order (dense layers: columns, CSC; conv: output channels), unless
              block, the kept (O, C) sub-matrix, is given: then its transpose is stored, after all
              sparse values; with_layout: add the layout column (0 sparse, 1 dense) to meta.
-    Returns: meta (L, 3 + len(extra) [+ 1]) = [O, *extra, p0, b0, [layout]], the pointers (int32),
-             idx (int32), vals (float32), bias (float32).
+    Returns: meta (L, 3 + len(extra) [+ 1]) = [O, *extra, p0, b0, [layout]], the pointers (uint32: unsigned indices need no wraparound test),
+             idx (uint32), vals (float32), bias (float32).
     """
     meta, ptr, idx, vals, blocks, bias = [], [np.zeros(0, np.int64)], [np.zeros(0, np.int64)], [], [], []
     e0 = p0 = b0 = 0
@@ -71,11 +71,12 @@ def _pack(layers, with_layout=False):
         vals.append(blk)
         e0 += blk.size
     cat = lambda parts, dt: np.ascontiguousarray(np.concatenate(parts).astype(dt)) if parts else np.zeros(0, dt)
-    return (np.array(meta, dtype=np.int64), cat(ptr, np.int32), cat(idx, np.int32), cat(vals, np.float32),
+    return (np.array(meta, dtype=np.int64), cat(ptr, np.uint32), cat(idx, np.uint32), cat(vals, np.float32),
             cat(bias, np.float32))
 
 
 _F32 = np.dtype(np.float32)
+DENSE_BLOCK_DENSITY = 0.5  # a dense layer at least this full is kept as its dense kept sub-matrix
 
 
 class SparseModel:
@@ -83,7 +84,7 @@ class SparseModel:
 
     def __init__(self, arch, method, in_idx, uw, conv, dense):
         self.arch, self.method = arch, method
-        self.in_idx = in_idx  # int32 (U0,)
+        self.in_idx = in_idx  # uint32 (U0,)
         self.uw = int(uw)
         self.conv = conv  # (cmeta, crowptr, coffs, cvals, cbias) or None
         self.dense = dense  # (meta, colptr, rows, vals, bias)
@@ -127,11 +128,11 @@ class SparseModel:
             else:
                 C = e["shape"][1]
                 block = None
-                if e["layout"] == "dense":  # the file stores the kept sub-matrix: so does the model
+                if v.size >= DENSE_BLOCK_DENSITY * O * C:  # mostly non-zero: the kept sub-matrix
                     block = np.zeros((O, C), np.float32)
                     block[rows, idx] = v
                 dense.append((O, (C,), C, idx, rows, v, L.bias, block))
-        in_idx = np.flatnonzero(cm.input_mask).astype(np.int32)
+        in_idx = np.flatnonzero(cm.input_mask).astype(np.uint32)
         uw = int(np.prod(INPUT_SHAPES[cm.arch])) // geos[0].n_in_units
         return cls(cm.arch, cm.method, in_idx, uw, _pack(conv) if conv else None,
                    _pack(dense, with_layout=True))

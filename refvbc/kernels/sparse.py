@@ -45,101 +45,89 @@ CHUNK = 256  # images per column block of the dense stack: its activations stay 
 # ----------------------------------------------------------------------------------------------------
 
 @numba.njit(**_NJIT)
-def _dense_stack_chunk(src, dst, nb, meta, colptr, rows, vals, bias):
-    """Run every dense layer on the nb images held as columns of src[:C0, :nb]; src and dst are
-    ping-pong buffers (D, >= nb). Returns the buffer holding the logits in [:O_last, :nb].
+def _accumulate_block(src, dst, nb, O, C, p0, dense, colptr, rows, vals):
+    """One dense layer's products for the nb images held as columns of src (C, nb) into dst (O, nb).
     Column by column: input c adds W[o, c] * src[c] to each row o it has an entry in (CSC) or to every row
-    (dense layout), so every output sums its entries in increasing column order."""
+    (dense layout), so every output sums its entries in increasing column order. Row views d, s indexed
+    by the loop variable t: contiguous, vectorized, no gathers."""
+    for c in range(C):
+        s = src[c]
+        if dense:  # the kept dense sub-matrix, transposed: vals[p0 + c*O + o] = W[o, c]
+            for o in range(O):
+                v = vals[p0 + c * O + o]
+                d = dst[o]
+                for t in range(nb):
+                    d[t] += v * s[t]
+        else:  # CSC
+            for k in range(colptr[p0 + c], colptr[p0 + c + 1]):
+                v = vals[k]
+                d = dst[rows[k]]
+                for t in range(nb):
+                    d[t] += v * s[t]
+
+
+@numba.njit(**_NJIT)
+def _accumulate_one(src, dst, nzc, O, C, p0, dense, colptr, rows, vals):
+    """_accumulate_block for one image, on 1-D buffers (unit stride, so the dense-layout loop vectorizes).
+    Only the inputs that are not 0 are visited (adding a signed zero changes no value): their columns are
+    first listed in nzc (int, >= C) without a branch per input."""
+    n = 0
+    for c in range(C):
+        nzc[n] = c
+        n += src[c] != 0
+    for i in range(n):
+        c = nzc[i]
+        xc = src[c]
+        if dense:
+            w = vals[p0 + c * O:p0 + (c + 1) * O]  # W[:, c], a view indexed by the loop variable
+            for o in range(O):
+                dst[o] += w[o] * xc
+        else:
+            for k in range(colptr[p0 + c], colptr[p0 + c + 1]):
+                dst[rows[k]] += vals[k] * xc
+
+
+@numba.njit(**_NJIT)
+def _dense_stack_to_out(buf_a, buf_b, nb, n0, meta, colptr, rows, vals, bias, out):
+    """Run every dense layer on the nb images held as columns of buf_a[:, :nb] and write their logits to
+    out[n0:n0+nb]. buf_a, buf_b: C-contiguous ping-pong buffers (D, nbmax); when nbmax is 1 they are
+    used as flat vectors (the one-image path)."""
+    src, dst = buf_a, buf_b
+    one = buf_a.shape[1] == 1
+    nzc = np.empty(buf_a.shape[0] if one else 0, dtype=np.intp)
     L = meta.shape[0]
     for l in range(L):
         O = meta[l, 0]
-        C = meta[l, 1]
-        p0 = meta[l, 2]
         b0 = meta[l, 3]
         for o in range(O):
             bv = bias[b0 + o]
             for t in range(nb):
                 dst[o, t] = bv
-        # (row views d, s indexed by the loop variable t: contiguous, vectorized, no gathers)
-        if meta[l, 4]:  # the kept dense sub-matrix, transposed: vals[p0 + c*O + o] = W[o, c]
-            for c in range(C):
-                s = src[c]
-                for o in range(O):
-                    v = vals[p0 + c * O + o]
-                    d = dst[o]
-                    for t in range(nb):
-                        d[t] += v * s[t]
-        else:  # CSC
-            for c in range(C):
-                s = src[c]
-                for k in range(colptr[p0 + c], colptr[p0 + c + 1]):
-                    v = vals[k]
-                    d = dst[rows[k]]
-                    for t in range(nb):
-                        d[t] += v * s[t]
+        if one:
+            _accumulate_one(src.reshape(src.size), dst.reshape(dst.size), nzc, O, meta[l, 1], meta[l, 2],
+                            meta[l, 4], colptr, rows, vals)
+        else:
+            _accumulate_block(src, dst, nb, O, meta[l, 1], meta[l, 2], meta[l, 4], colptr, rows, vals)
         if l < L - 1:
             for o in range(O):
                 for t in range(nb):
                     if dst[o, t] < 0:
                         dst[o, t] = 0
         src, dst = dst, src
-    return src
-
-
-@numba.njit(**_NJIT)
-def _dense_stack_one(src, dst, nzc, meta, colptr, rows, vals, bias):
-    """_dense_stack_chunk for one image, on 1-D buffers (unit stride, so the dense-layout loop vectorizes).
-    Only the inputs that are not 0 are visited (adding a signed zero changes no value): their columns are
-    first listed in nzc (int, >= D) without a branch per input. Returns the buffer holding the logits in
-    [:O_last]."""
-    L = meta.shape[0]
-    for l in range(L):
-        O = meta[l, 0]
-        C = meta[l, 1]
-        p0 = meta[l, 2]
-        b0 = meta[l, 3]
-        for o in range(O):
-            dst[o] = bias[b0 + o]
-        n = 0
-        for c in range(C):
-            nzc[n] = c
-            n += src[c] != 0
-        if meta[l, 4]:
-            for i in range(n):
-                c = nzc[i]
-                xc = src[c]
-                w = vals[p0 + c * O:p0 + (c + 1) * O]  # W[:, c], a view indexed by the loop variable
-                for o in range(O):
-                    dst[o] += w[o] * xc
-        else:
-            for i in range(n):
-                c = nzc[i]
-                xc = src[c]
-                for k in range(colptr[p0 + c], colptr[p0 + c + 1]):
-                    dst[rows[k]] += vals[k] * xc
-        if l < L - 1:
-            for o in range(O):
-                if dst[o] < 0:
-                    dst[o] = 0
-        src, dst = dst, src
-    return src
-
-
-@numba.njit(**_NJIT)
-def _dense_stack_to_out(buf_a, buf_b, D, nb, n0, meta, colptr, rows, vals, bias, out):
-    """Run the dense stack on the nb images in buf_a (flat; its (D * nb,) prefix holds the (D, nb) columns,
-    for one image simply its inputs) and write their logits to out[n0:n0+nb]."""
-    if nb == 1:
-        res = _dense_stack_one(buf_a, buf_b, np.empty(D, dtype=np.intp), meta, colptr, rows, vals, bias)
-        for o in range(out.shape[1]):
-            out[n0, o] = res[o]
-        return
-    a = buf_a[:D * nb].reshape((D, nb))
-    b = buf_b[:D * nb].reshape((D, nb))
-    res = _dense_stack_chunk(a, b, nb, meta, colptr, rows, vals, bias)
     for t in range(nb):
         for o in range(out.shape[1]):
-            out[n0 + t, o] = res[o, t]
+            out[n0 + t, o] = src[o, t]
+
+
+@numba.njit(**_NJIT)
+def _stack_buffers(meta, C0, N, vals):
+    """The ping-pong buffers of the dense stack for N images with C0 inputs: (D, nbmax) each, D the
+    largest layer width, nbmax the images per block."""
+    D = C0
+    for l in range(meta.shape[0]):
+        D = max(D, meta[l, 0])
+    nbmax = max(min(CHUNK, N), 1)
+    return np.empty((D, nbmax), dtype=vals.dtype), np.empty((D, nbmax), dtype=vals.dtype)
 
 
 @numba.njit(**_NJIT)
@@ -152,20 +140,15 @@ def mlp_forward_numba(x, in_idx, meta, colptr, rows, vals, bias, out):
              array costs about a microsecond at batch 1).
     """
     N = x.shape[0]
-    L = meta.shape[0]
     U0 = in_idx.shape[0]
-    D = U0
-    for l in range(L):
-        D = max(D, meta[l, 0])
-    nbmax = max(min(CHUNK, N), 1)
-    buf_a = np.empty(D * nbmax, dtype=vals.dtype)
-    buf_b = np.empty(D * nbmax, dtype=vals.dtype)
+    buf_a, buf_b = _stack_buffers(meta, U0, N, vals)
+    nbmax = buf_a.shape[1]
     for n0 in range(0, N, nbmax):
         nb = min(nbmax, N - n0)
         for t in range(nb):
             for u in range(U0):
-                buf_a[u * nb + t] = x[n0 + t, in_idx[u]]
-        _dense_stack_to_out(buf_a, buf_b, D, nb, n0, meta, colptr, rows, vals, bias, out)
+                buf_a[u, t] = x[n0 + t, in_idx[u]]
+        _dense_stack_to_out(buf_a, buf_b, nb, n0, meta, colptr, rows, vals, bias, out)
 
 
 def dense_stack_numpy(hT, meta, colptr, rows, vals, bias):
@@ -261,12 +244,8 @@ def convnet_forward_numba(x, in_idx, uw, cmeta, crowptr, coffs, cvals, cbias, me
     nxt = np.zeros(max(S, 1), dtype=vals.dtype)
     acc = np.empty(A, dtype=vals.dtype)
     F = meta[0, 1]  # columns of the first dense layer = the flattened last map
-    D = F
-    for l in range(meta.shape[0]):
-        D = max(D, meta[l, 0])
-    nbmax = max(min(CHUNK, N), 1)
-    buf_a = np.empty(D * nbmax, dtype=vals.dtype)
-    buf_b = np.empty(D * nbmax, dtype=vals.dtype)
+    buf_a, buf_b = _stack_buffers(meta, F, N, vals)
+    nbmax = buf_a.shape[1]
     for n0 in range(0, N, nbmax):
         nb = min(nbmax, N - n0)
         for t in range(nb):
@@ -279,8 +258,8 @@ def convnet_forward_numba(x, in_idx, uw, cmeta, crowptr, coffs, cvals, cbias, me
                 _conv_relu_pool(h, g, acc, cmeta[l], crowptr, coffs, cvals, cbias)
                 h, g = g, h
             for d in range(F):
-                buf_a[d * nb + t] = h[d]
-        _dense_stack_to_out(buf_a, buf_b, D, nb, n0, meta, colptr, rows, vals, bias, out)
+                buf_a[d, t] = h[d]
+        _dense_stack_to_out(buf_a, buf_b, nb, n0, meta, colptr, rows, vals, bias, out)
 
 
 def conv_relu_pool_numpy(h, cmeta_row, crowptr, coffs, cvals, cbias):
