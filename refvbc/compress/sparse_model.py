@@ -88,7 +88,8 @@ class SparseModel:
         self.uw = int(uw)
         self.conv = conv  # (cmeta, crowptr, coffs, cvals, cbias) or None
         self.dense = dense  # (meta, colptr, rows, vals, bias)
-        self._by_dtype = {_F32: (conv, dense)}
+        self._kernel = ks.mlp_forward_numba if conv is None else ks.convnet_forward_numba
+        self._args = {_F32: self._kernel_args(conv, dense)}
         self._d0 = int(np.prod(INPUT_SHAPES[arch]))
         self._n_out = int(dense[0][-1, 0])
 
@@ -144,12 +145,6 @@ class SparseModel:
         arrays = [self.in_idx, *self.dense] + (list(self.conv) if self.conv else [])
         return int(sum(a.nbytes for a in arrays))
 
-    def _arrays(self, dtype):
-        if dtype not in self._by_dtype:  # float64 inputs: the values cast once, then cached
-            cast = lambda p: None if p is None else (*p[:3], p[3].astype(dtype), p[4].astype(dtype))
-            self._by_dtype[dtype] = (cast(self.conv), cast(self.dense))
-        return self._by_dtype[dtype]
-
     def _input(self, x):
         """x as a contiguous (N, D0) float32/float64 array, or ValueError naming the problem."""
         x = np.asarray(x)
@@ -164,19 +159,21 @@ class SparseModel:
     def logits(self, x):
         """Logits (N, 10) of x (N, 784), or (N, 1, 28, 28) for lenet5; float32 or float64 (the result has
         x's dtype). One numba call."""
-        if not (x.__class__ is np.ndarray and x.dtype is _F32 and x.ndim == 2 and x.shape[1] == self._d0
-                and x.flags.c_contiguous):  # the fast path skips all this for the common case
-            x = self._input(x)
-        if x.dtype is _F32:
-            conv, dense = self.conv, self.dense
-        else:
-            conv, dense = self._arrays(x.dtype)
+        if x.__class__ is np.ndarray and x.dtype is _F32 and x.ndim == 2 and x.shape[1] == self._d0:
+            out = np.empty((x.shape[0], self._n_out), _F32)  # the common case: no other checks, no copy
+            self._kernel(x, *self._args[_F32], out)
+            return out
+        x = self._input(x)
+        if x.dtype not in self._args:  # float64: the values cast once, then kept
+            cast = lambda p: None if p is None else (*p[:3], p[3].astype(x.dtype), p[4].astype(x.dtype))
+            self._args[x.dtype] = self._kernel_args(cast(self.conv), cast(self.dense))
         out = np.empty((x.shape[0], self._n_out), x.dtype)
-        if conv is None:
-            ks.mlp_forward_numba(x, self.in_idx, *dense, out)
-        else:
-            ks.convnet_forward_numba(x, self.in_idx, self.uw, *conv, *dense, out)
+        self._kernel(x, *self._args[x.dtype], out)
         return out
+
+    def _kernel_args(self, conv, dense):
+        """The arguments of the forward kernel between x and out."""
+        return (self.in_idx, *dense) if conv is None else (self.in_idx, self.uw, *conv, *dense)
 
     def predict(self, x, batch=1000):
         """Logits of x in batches of `batch` images."""

@@ -120,6 +120,15 @@ def _dense_stack_to_out(buf_a, buf_b, nb, n0, meta, colptr, rows, vals, bias, ou
 
 
 @numba.njit(**_NJIT)
+def _gather(x, n, in_idx, uw, dst):
+    """dst[u*uw + q] = x[n, in_idx[u]*uw + q]: the kept input units of image n, side by side."""
+    for u in range(in_idx.shape[0]):
+        s0 = in_idx[u] * uw
+        for q in range(uw):
+            dst[u * uw + q] = x[n, s0 + q]
+
+
+@numba.njit(**_NJIT)
 def _stack_buffers(meta, C0, N, vals):
     """The ping-pong buffers of the dense stack for N images with C0 inputs: (D, nbmax) each, D the
     largest layer width, nbmax the images per block."""
@@ -140,14 +149,11 @@ def mlp_forward_numba(x, in_idx, meta, colptr, rows, vals, bias, out):
              array costs about a microsecond at batch 1).
     """
     N = x.shape[0]
-    U0 = in_idx.shape[0]
-    buf_a, buf_b = _stack_buffers(meta, U0, N, vals)
-    nbmax = buf_a.shape[1]
-    for n0 in range(0, N, nbmax):
-        nb = min(nbmax, N - n0)
+    buf_a, buf_b = _stack_buffers(meta, in_idx.shape[0], N, vals)
+    for n0 in range(0, N, buf_a.shape[1]):
+        nb = min(buf_a.shape[1], N - n0)
         for t in range(nb):
-            for u in range(U0):
-                buf_a[u, t] = x[n0 + t, in_idx[u]]
+            _gather(x, n0 + t, in_idx, 1, buf_a[:, t])
         _dense_stack_to_out(buf_a, buf_b, nb, n0, meta, colptr, rows, vals, bias, out)
 
 
@@ -249,10 +255,7 @@ def convnet_forward_numba(x, in_idx, uw, cmeta, crowptr, coffs, cvals, cbias, me
     for n0 in range(0, N, nbmax):
         nb = min(nbmax, N - n0)
         for t in range(nb):
-            for u in range(U0):
-                s0 = in_idx[u] * uw
-                for q in range(uw):
-                    cur[u * uw + q] = x[n0 + t, s0 + q]
+            _gather(x, n0 + t, in_idx, uw, cur)
             h, g = cur, nxt
             for l in range(Lc):
                 _conv_relu_pool(h, g, acc, cmeta[l], crowptr, coffs, cvals, cbias)
