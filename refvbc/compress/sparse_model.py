@@ -11,13 +11,15 @@ Shape legend
     of refvbc/kernels/sparse.py
 
 `SparseModel.from_file(path)` reads the file with the validating reader (so a damaged file raises the same
-FormatError as everywhere else), takes each layer's entries as the file stores them (CSR: values and the
-columns of the relative offsets; dense layout: the kept (O', C') values). Dense layers keep what the file
-stores: a CSR layer's non-zeros as CSC (the same entries regrouped by column, which lets one image skip
-its zero inputs), a dense-layout layer's kept sub-matrix (transposed); conv layers keep the non-zeros as per-output-channel lists of (value, input offset) over the kept
-channels. Codebook symbols become float32 values once, at load. The forward pass is one numba call
-(refvbc/kernels/sparse.py). `dense_logits(arch, cm.to_params(), x)` is the baseline: the decoded
-full-size matrices through the package's deterministic forward (refvbc.models).
+FormatError as everywhere else) and takes each layer's entries as the file stores them (CSR: values and the
+columns of the relative offsets; dense layout: the kept (O', C') values), keeping only the non-zeros. A
+dense layer becomes CSC (the entries regrouped by column, which lets one image skip its zero inputs), or
+its kept sub-matrix (transposed) when at least DENSE_BLOCK_DENSITY of it is non-zero (an L2 file; there
+the indices would cost more than the zeros). A conv layer keeps, per kept output channel, its non-zero
+kernel weights over the kept input channels as (value, input offset). Codebook symbols become float32
+values once, at load. The forward pass is one numba call (refvbc/kernels/sparse.py).
+`dense_logits(arch, cm.to_params(), x)` is the baseline: the decoded full-size matrices through the
+package's deterministic forward (refvbc.models).
 """
 
 import numpy as np
@@ -47,8 +49,8 @@ def _pack(layers, with_layout=False):
              pointer groups in stable order (dense layers: columns, CSC; conv: output channels), unless
              block, the kept (O, C) sub-matrix, is given: then its transpose is stored, after all
              sparse values; with_layout: add the layout column (0 sparse, 1 dense) to meta.
-    Returns: meta (L, 3 + len(extra) [+ 1]) = [O, *extra, p0, b0, [layout]], the pointers (uint32: unsigned indices need no wraparound test),
-             idx (uint32), vals (float32), bias (float32).
+    Returns: meta (L, 3 + len(extra) [+ 1]) = [O, *extra, p0, b0, [layout]], the pointers and idx
+             (uint32: unsigned indices need no negative-index test in the kernels), vals, bias (float32).
     """
     meta, ptr, idx, vals, blocks, bias = [], [np.zeros(0, np.int64)], [np.zeros(0, np.int64)], [], [], []
     e0 = p0 = b0 = 0

@@ -1,4 +1,4 @@
-"""Numba kernels for inference on sparse weights (CSR dense layers, entry lists of conv kernels), each beside
+"""Numba kernels for inference on sparse weights (CSC dense layers, entry lists of conv kernels), each beside
 its NumPy twin (`*_numpy`), compared in tests/test_kernels_sparse.py.
 
 Shape legend
@@ -9,15 +9,16 @@ Shape legend
     O, C         rows (kept output units) and columns (kept inputs) of one dense layer's matrix
     E            stored non-zero weights of all dense (or all conv) layers together
     x            (N, D0) images, float32 or float64 (the dtype of the weight values)
-    in_idx       int (U0,) kept input units; unit u reads x[:, in_idx[u]*uw : (in_idx[u]+1)*uw]
-    meta         int64 (L, 5) per dense layer: O, C, p0, b0 (its first bias in bias), layout (0 sparse, 1 dense)
-    sparse       (the file stores CSR): column c holds entries colptr[p0+c] .. colptr[p0+c+1] (CSC: the
-                 file's entries regrouped by column); entry k: row rows[k], value vals[k]
-    dense        (the file stores the kept (O, C) sub-matrix): vals[p0 + c*O + o] = W[o, c]
-    colptr       int, C+1 pointers per sparse layer; rows int (E,) for the sparse entries, which come first
-                 in vals; bias (sum of O,)
+    in_idx       uint32 (U0,) kept input units; unit u reads x[:, in_idx[u]*uw : (in_idx[u]+1)*uw]
+    meta         int64 (L, 5) per dense layer: O, C, p0, b0 (its first bias in bias), layout (0 sparse,
+                 1 dense)
+    sparse       column c holds entries colptr[p0+c] .. colptr[p0+c+1] (CSC: the file's non-zero entries
+                 regrouped by column); entry k: row rows[k], value vals[k]
+    dense        the kept (O, C) sub-matrix, transposed: vals[p0 + c*O + o] = W[o, c]
+    colptr       uint32, C+1 pointers per sparse layer; rows uint32 (E,) for the sparse entries, which come
+                 first in vals; bias (sum of O,)
     cmeta        int64 (Lc, 8) per conv layer: O, C, H, W (input channels and size), kh, kw, rp0, b0; output
-                 channel f holds entries crowptr[rp0+f] .. crowptr[rp0+f+1]
+                 channel f holds entries crowptr[rp0+f] .. crowptr[rp0+f+1] (uint32 pointers and offsets)
     coffs, cvals (E,) per kept output channel f (rows of crowptr), the non-zero kernel weights: value and
                  offset c*H*W + i*W + j of input x[c, i, j] under the kernel's top-left output position
     h (conv)     one image's feature map (C, H, W) flattened; after ReLU + 2x2 max-pool (O, H', W')
@@ -41,7 +42,7 @@ CHUNK = 256  # images per column block of the dense stack: its activations stay 
 
 
 # ----------------------------------------------------------------------------------------------------
-# dense layers on CSR, batch along columns
+# dense layers (CSC or dense blocks), batch along columns
 # ----------------------------------------------------------------------------------------------------
 
 @numba.njit(**_NJIT)
