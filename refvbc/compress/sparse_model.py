@@ -7,8 +7,8 @@ Shape legend
     O', C'      kept rows / columns of a layer's matrix (refvbc/compress/prune.py)
     E           the non-zero weights of a layer (the file's CSR entries less the filler zeros, or the
                 non-zero values of a layer the file stores dense)
-    the packed arrays (meta, colptr, rows, vals, bias; cmeta, crowptr, coffs, cvals, cbias): see the legend
-    of refvbc/kernels/sparse.py
+    the packed arrays (meta, idx, vals; cmeta, cidx, cvals): see _pack and the legend of
+    refvbc/kernels/sparse.py
 
 `SparseModel.from_file(path)` reads the file with the validating reader (so a damaged file raises the same
 FormatError as everywhere else) and takes each layer's entries as the file stores them (CSR: values and the
@@ -42,39 +42,48 @@ def _entries(e):
     return rows, cols, e["values"]
 
 
-def _pack(layers, with_layout=False):
-    """Concatenate per-layer entries into the packed arrays of the kernels (refvbc/kernels/sparse.py).
+def _pack(layers, with_layout=False, in_idx=None):
+    """Concatenate per-layer entries into the three packed arrays of a kernel stack
+    (refvbc/kernels/sparse.py; few arrays, because each argument of a numba call costs time at batch 1).
 
     Inputs:  layers: per layer (O, extra, n_groups, group, idx, vals, bias, block): the entries go to
              pointer groups in stable order (dense layers: columns, CSC; conv: output channels), unless
-             block, the kept (O, C) sub-matrix, is given: then its transpose is stored, after all
-             sparse values; with_layout: add the layout column (0 sparse, 1 dense) to meta.
-    Returns: meta (L, 3 + len(extra) [+ 1]) = [O, *extra, p0, b0, [layout]], the pointers and idx
-             (uint32: unsigned indices need no negative-index test in the kernels), vals, bias (float32).
+             block, the kept (O, C) sub-matrix, is given: then its transpose is stored instead;
+             with_layout: add the layout column (0 sparse, 1 dense) to meta; in_idx: the kept input units,
+             stored at the end of idx.
+    Returns: meta int64 (L, 3 + len(extra) [+ 1]) = [O, *extra, p0, b0, [layout]];
+             idx uint32 = [entry indices (E,) | pointers (n_groups + 1 per sparse layer) | in_idx]
+             (unsigned: no negative-index test in the kernels), so entry k's index is idx[k] and a sparse
+             layer's pointers start at idx[p0];
+             vals float32 = [entry values (E,) | dense blocks | biases]: a block starts at vals[p0], a
+             layer's biases at vals[b0].
     """
-    meta, ptr, idx, vals, blocks, bias = [], [np.zeros(0, np.int64)], [np.zeros(0, np.int64)], [], [], []
-    e0 = p0 = b0 = 0
+    meta, ptr, ix_all, v_all, blocks, bias = [], [], [], [], [], []
+    E = sum(layer[4].size for layer in layers if layer[7] is None)
+    e0, p0 = 0, E
     for O, extra, n_groups, group, ix, v, b, block in layers:
         if block is None:
             order = np.argsort(group, kind="stable")
             ptr.append(e0 + np.concatenate([[0], np.cumsum(np.bincount(group, minlength=n_groups))]))
-            idx.append(ix[order])
-            vals.append(v[order])
-            meta.append([O, *extra, p0, b0] + [0] * with_layout)
+            ix_all.append(ix[order])
+            v_all.append(v[order])
+            meta.append([O, *extra, p0, 0] + [0] * with_layout)
             e0 += ix.size
             p0 += n_groups + 1
         else:
             blocks.append((len(meta), np.ascontiguousarray(block.T).ravel()))
-            meta.append([O, *extra, 0, b0, 1])
+            meta.append([O, *extra, 0, 0, 1])
         bias.append(b)
-        b0 += O
     for i, blk in blocks:  # the dense blocks follow the sparse values
         meta[i][-3] = e0
-        vals.append(blk)
+        v_all.append(blk)
         e0 += blk.size
-    cat = lambda parts, dt: np.ascontiguousarray(np.concatenate(parts).astype(dt)) if parts else np.zeros(0, dt)
-    return (np.array(meta, dtype=np.int64), cat(ptr, np.uint32), cat(idx, np.uint32), cat(vals, np.float32),
-            cat(bias, np.float32))
+    for m, b in zip(meta, bias):  # then the biases
+        m[-1 - with_layout] = e0
+        e0 += b.size
+    cat = lambda parts, dt: np.ascontiguousarray(np.concatenate([np.zeros(0, dt)] + parts).astype(dt))
+    tail = [] if in_idx is None else [in_idx]
+    return (np.array(meta, dtype=np.int64), cat(ix_all + ptr + tail, np.uint32), cat(v_all + bias, np.float32))
 
 
 _F32 = np.dtype(np.float32)
@@ -84,12 +93,11 @@ DENSE_BLOCK_DENSITY = 0.5  # a dense layer at least this full is kept as its den
 class SparseModel:
     """A compressed network for inference: kept inputs, packed sparse layers, float32 values."""
 
-    def __init__(self, arch, method, in_idx, uw, conv, dense):
+    def __init__(self, arch, method, uw, conv, dense):
         self.arch, self.method = arch, method
-        self.in_idx = in_idx  # uint32 (U0,)
         self.uw = int(uw)
-        self.conv = conv  # (cmeta, crowptr, coffs, cvals, cbias) or None
-        self.dense = dense  # (meta, colptr, rows, vals, bias)
+        self.conv = conv  # (cmeta, cidx, cvals) or None; cidx ends with the kept input units
+        self.dense = dense  # (meta, idx, vals); for lenet300, idx ends with the kept input units
         self._kernel = ks.mlp_forward_numba if conv is None else ks.convnet_forward_numba
         self._args = {_F32: self._kernel_args(conv, dense)}
         self._d0 = int(np.prod(INPUT_SHAPES[arch]))
@@ -135,16 +143,16 @@ class SparseModel:
                     block = np.zeros((O, C), np.float32)
                     block[rows, idx] = v
                 dense.append((O, (C,), C, idx, rows, v, L.bias, block))
-        in_idx = np.flatnonzero(cm.input_mask).astype(np.uint32)
+        in_idx = np.flatnonzero(cm.input_mask)
         uw = int(np.prod(INPUT_SHAPES[cm.arch])) // geos[0].n_in_units
-        return cls(cm.arch, cm.method, in_idx, uw, _pack(conv) if conv else None,
-                   _pack(dense, with_layout=True))
+        return cls(cm.arch, cm.method, uw, _pack(conv, in_idx=in_idx) if conv else None,
+                   _pack(dense, with_layout=True, in_idx=None if conv else in_idx))
 
     @property
     def nbytes(self):
-        """Resident bytes of the weights as the model holds them (values, indices, row pointers, biases,
-        layer tables, kept-input indices)."""
-        arrays = [self.in_idx, *self.dense] + (list(self.conv) if self.conv else [])
+        """Resident bytes of the weights as the model holds them (values, indices, pointers, biases, layer
+        tables, kept-input indices)."""
+        arrays = [*self.dense] + (list(self.conv) if self.conv else [])
         return int(sum(a.nbytes for a in arrays))
 
     def _input(self, x):
@@ -167,7 +175,7 @@ class SparseModel:
             return out
         x = self._input(x)
         if x.dtype not in self._args:  # float64: the values cast once, then kept
-            cast = lambda p: None if p is None else (*p[:3], p[3].astype(x.dtype), p[4].astype(x.dtype))
+            cast = lambda p: None if p is None else (p[0], p[1], p[2].astype(x.dtype))
             self._args[x.dtype] = self._kernel_args(cast(self.conv), cast(self.dense))
         out = np.empty((x.shape[0], self._n_out), x.dtype)
         self._kernel(x, *self._args[x.dtype], out)
@@ -175,7 +183,7 @@ class SparseModel:
 
     def _kernel_args(self, conv, dense):
         """The arguments of the forward kernel between x and out."""
-        return (self.in_idx, *dense) if conv is None else (self.in_idx, self.uw, *conv, *dense)
+        return dense if conv is None else (self.uw, *conv, *dense)
 
     def predict(self, x, batch=1000):
         """Logits of x in batches of `batch` images."""
