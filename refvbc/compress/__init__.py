@@ -5,7 +5,8 @@
     write_rvbc(path, cm); cm = read_rvbc(path)     # atomic write; validating read (FormatError)
     logits = evaluate(cm, x); rep = report(cm)     # pruned forward pass; per-layer bits and both ratios
 
-Command line: python -m refvbc.compress {encode,decode,eval,info} ...
+Command line: python -m refvbc.compress {encode,decode,eval,info,run,bench} ...
+Inference straight from a file: refvbc.compress.sparse_model.SparseModel (docs/inference.md).
 """
 
 from refvbc.compress.accounting import format_report, report

@@ -6,6 +6,11 @@
     python -m refvbc.compress decode IN.rvbc OUT.npz    full-shape float32 params (param/<name>, config/arch)
     python -m refvbc.compress eval IN.rvbc [--data DIR] test accuracy on the bundled MNIST
     python -m refvbc.compress info IN.rvbc              the accounting (per layer, totals, both ratios)
+    python -m refvbc.compress run IN.rvbc [--batch N] [--data DIR]
+                                                        test accuracy of the sparse model built from the file
+    python -m refvbc.compress bench IN.rvbc [--json FILE] [--data DIR] [--calls N] [--rounds N]
+                                                        sparse model vs dense decoded: latency (batch 1),
+                                                        throughput (batch 1000), weight bytes, accuracy
 
 PARAMS.npz holds `param/<name>` arrays and `config/arch` (the cross-check layout of the spec); --arch
 overrides / replaces config/arch. Exit status 2 with a one-line message on bad input.
@@ -57,6 +62,16 @@ def main(argv=None):
     v.add_argument("--data", default=None, help="MNIST folder (default: the bundled data/mnist)")
     i = sub.add_parser("info", help="print the accounting of IN.rvbc")
     i.add_argument("rvbc")
+    r = sub.add_parser("run", help="test accuracy of the sparse model built straight from IN.rvbc")
+    r.add_argument("rvbc")
+    r.add_argument("--batch", type=int, default=1000, help="images per forward call (default 1000)")
+    r.add_argument("--data", default=None, help="MNIST folder (default: the bundled data/mnist)")
+    b = sub.add_parser("bench", help="sparse model against the dense decoded one, measured interleaved")
+    b.add_argument("rvbc")
+    b.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    b.add_argument("--data", default=None, help="MNIST folder (default: the bundled data/mnist)")
+    b.add_argument("--calls", type=int, default=2000, help="batch-1 calls per model (default 2000)")
+    b.add_argument("--rounds", type=int, default=20, help="batch-1000 calls per model (default 20)")
     a = p.parse_args(argv)
     try:
         if a.cmd == "encode":
@@ -86,6 +101,33 @@ def main(argv=None):
             print(f"{a.rvbc}: test accuracy {100 * acc:.2f}% ({cm.arch}, {cm.method})")
         elif a.cmd == "info":
             print(format_report(report(read_rvbc(a.rvbc))))
+        elif a.cmd == "run":
+            from refvbc.compress.sparse_model import SparseModel
+            from refvbc.data import load_mnist
+
+            if a.batch < 1:
+                raise ValueError(f"--batch must be at least 1, got {a.batch}")
+            sm = SparseModel.from_file(a.rvbc)
+            x, y = load_mnist("test", a.data)
+            acc = sm.accuracy(x, y, a.batch)
+            print(f"{a.rvbc}: test accuracy {100 * acc:.2f}% ({sm.arch}, {sm.method}; sparse model, batch {a.batch})")
+        elif a.cmd == "bench":
+            import json
+
+            from refvbc.compress.bench import JSON_KEYS, benchmark, format_bench
+            from refvbc.data import load_mnist
+            from refvbc.fileio import atomic_write_bytes
+
+            if a.calls < 1 or a.rounds < 1:
+                raise ValueError(f"--calls and --rounds must be at least 1, got {a.calls} and {a.rounds}")
+            read_rvbc(a.rvbc)  # a damaged file stops here, before the data is read
+            x, y = load_mnist("test", a.data)
+            res = benchmark(a.rvbc, x, y, calls=a.calls, rounds=a.rounds)
+            print(format_bench(a.rvbc, res))
+            if a.json:
+                out = {k: res[k] for k in JSON_KEYS}
+                atomic_write_bytes(a.json, (json.dumps(out, indent=1) + "\n").encode())
+                print(f"wrote {a.json}")
     except (FormatError, ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -236,8 +236,13 @@ class _Reader:
         return decode_symbols(buf, nbits, lengths, count, what)
 
 
-def decode(data):
-    """Parse and fully validate `.rvbc` bytes -> CompressedModel. Raises FormatError on anything bad."""
+def decode(data, entries=None):
+    """Parse and fully validate `.rvbc` bytes -> CompressedModel. Raises FormatError on anything bad.
+
+    entries: an optional list that receives, per layer, the stored entries as the file holds them:
+             {"layout", "values" (E,) symbols or raw float32, "cols" int64 (E,) or None for a dense layer,
+             "row_end" int64 (O',) or None, "shape" (O', C')} (the sparse inference model reads these).
+    """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise FormatError(f"expected bytes, got {type(data).__name__}")
     data = bytes(data)
@@ -262,7 +267,7 @@ def decode(data):
     if zlib.crc32(data[:HEADER.size + plen]) & 0xFFFFFFFF != crc:
         raise FormatError("checksum mismatch: the file is corrupted")
     r = _Reader(data[HEADER.size:HEADER.size + plen])
-    cm = _decode_payload(r)
+    cm = _decode_payload(r, entries)
     if r.pos != len(r.data):
         raise FormatError(f"{len(r.data) - r.pos} unread bytes at the end of the payload")
     try:
@@ -274,7 +279,7 @@ def decode(data):
     return cm
 
 
-def _decode_payload(r):
+def _decode_payload(r, entries=None):
     n = r.u8("architecture name length")
     try:
         arch = r.take(n, "architecture name").decode("ascii")
@@ -350,6 +355,11 @@ def _decode_payload(r):
                 raise FormatError(f"{g.name}: a column offset points outside the {O}x{C} matrix")
         else:
             mat = vals.reshape(O, C)
+        if entries is not None:
+            csr = layout == "csr"
+            entries.append({"layout": layout, "values": vals, "shape": (O, C),
+                            "cols": sparse.csr_columns(offsets, row_end, C) if csr else None,
+                            "row_end": row_end if csr else None})
         bias = r.f32(O, f"{g.name} bias")
         shape = (O, U) + tuple(g.weight_shape[2:]) if g.kind == "conv" else (O, C)
         if codebook is not None:
@@ -364,10 +374,11 @@ def _decode_payload(r):
     return CompressedModel(arch, METHODS[m], codebook, layers)
 
 
-def read_rvbc(path):
-    """Read and validate a `.rvbc` file -> CompressedModel (FormatError when it is bad)."""
+def read_rvbc(path, entries=None):
+    """Read and validate a `.rvbc` file -> CompressedModel (FormatError when it is bad); `entries` as in
+    decode."""
     size = os.path.getsize(path)
     if size > MAX_FILE_BYTES + HEADER.size + 4:
         raise FormatError(f"{path}: {size} bytes is larger than any .rvbc file can be")
     with open(path, "rb") as f:
-        return decode(f.read())
+        return decode(f.read(), entries)
