@@ -54,6 +54,10 @@ def main(argv=None):
     e.add_argument("--layout", default="auto", choices=["auto", "csr", "dense"])
     e.add_argument("--vd-shared-gmm", action="store_true",
                    help="vd: one 64-component GMM over all layers instead of one per layer")
+    e.add_argument("--no-prune-first", action="store_true",
+                   help="vdsws: no dropout-rate pruning before the mixture argmax")
+    e.add_argument("--merge-kl", type=float, default=None,
+                   help="sws/vdsws: merge mixture components closer than this symmetric KL first")
     d = sub.add_parser("decode", help="write the decoded full-shape parameters to OUT.npz")
     d.add_argument("rvbc")
     d.add_argument("out")
@@ -79,7 +83,8 @@ def main(argv=None):
             cm = compress_model(arch, params, a.method,
                                 offset_bits={"dense": a.offset_bits_dense, "conv": a.offset_bits_conv},
                                 huffman_offsets=a.huffman_offsets, layout=a.layout,
-                                vd_per_layer=not a.vd_shared_gmm)
+                                vd_per_layer=not a.vd_shared_gmm, prune_first=not a.no_prune_first,
+                                merge_kl=a.merge_kl)
             n = write_rvbc(a.out, cm)
             t = report(cm)["total"]
             print(f"wrote {a.out}: {n} bytes, cr_file {t['cr_file']:.1f}, cr_paper {t['cr_paper']:.1f}")
