@@ -11,6 +11,7 @@ import numpy as np
 from . import report
 from .arch import ARCHS
 from .data import DataError, load_mnist
+from .compress.pipeline import add_clustering_arguments
 from .finetune import VARIANTS as FINETUNE_VARIANTS
 from .phases import METHODS, PHASES
 from .train import METHOD_PHASES, Config, Run, RunError
@@ -55,10 +56,7 @@ def build_parser():
                    help="where the tau2 ramp starts, as a fraction of the phase (default %(default)s)")
     g.add_argument("--mask-pruned", action="store_true",
                    help="vdsws: weights with alpha >= 19 are zero in the training forward pass")
-    g.add_argument("--no-prune-first", action="store_true",
-                   help="compression of vdsws: no dropout-rate pruning before the mixture argmax")
-    g.add_argument("--merge-kl", type=float, default=None,
-                   help="compression of sws/vdsws: merge mixture components closer than this KL first")
+    add_clustering_arguments(g)
     g.add_argument("--finetune", choices=FINETUNE_VARIANTS, default="none",
                    help="beyond the paper: after the collapse, re-train the biases (and the cluster "
                         "means) with assignments fixed; writes <method>-finetuned.rvbc beside the faithful file")

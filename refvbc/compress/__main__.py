@@ -24,6 +24,7 @@ import numpy as np
 
 from refvbc.compress import (FormatError, accuracy, compress_model, format_report, read_rvbc, report,
                              write_rvbc)
+from refvbc.compress.pipeline import add_clustering_arguments
 from refvbc.fileio import load_npz
 
 
@@ -54,10 +55,7 @@ def main(argv=None):
     e.add_argument("--layout", default="auto", choices=["auto", "csr", "dense"])
     e.add_argument("--vd-shared-gmm", action="store_true",
                    help="vd: one 64-component GMM over all layers instead of one per layer")
-    e.add_argument("--no-prune-first", action="store_true",
-                   help="vdsws: no dropout-rate pruning before the mixture argmax")
-    e.add_argument("--merge-kl", type=float, default=None,
-                   help="sws/vdsws: merge mixture components closer than this symmetric KL first")
+    add_clustering_arguments(e)
     d = sub.add_parser("decode", help="write the decoded full-shape parameters to OUT.npz")
     d.add_argument("rvbc")
     d.add_argument("out")

@@ -64,6 +64,15 @@ def _check_params(arch, params, method):
                 raise ValueError(f"method {method} needs mixture parameter {key!r}")
 
 
+def add_clustering_arguments(parser):
+    """The command-line flags of `quantize`'s clustering options (run_experiments.py and
+    `python -m refvbc.compress encode` share them): --no-prune-first, --merge-kl."""
+    parser.add_argument("--no-prune-first", action="store_true",
+                        help="vdsws: no dropout-rate pruning before the mixture argmax")
+    parser.add_argument("--merge-kl", type=float, default=None,
+                        help="sws/vdsws: merge mixture components closer than this symmetric KL first")
+
+
 def quantize(arch, params, method, vd_per_layer=True, prune_first=True, merge_kl=None):
     """Step (i) of the pipeline, clustering: the quantized weight of every layer.
 
