@@ -1,4 +1,4 @@
-"""Inference straight from a `.rvbc` file: the stored sparse weights, never densified (issue 13).
+"""Inference straight from a `.rvbc` file: the stored sparse weights, never densified.
 
 Shape legend
     N           batch size
