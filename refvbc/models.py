@@ -78,11 +78,13 @@ def check_input(arch, x, y=None):
     return x
 
 
-def forward(arch, params, x, noise=None, weights=None):
+def forward(arch, params, x, noise=None, weights=None, ws=None):
     """Forward pass with caches for backward.
 
     Inputs:  params; x (B, ...); noise dict -> variational (local reparameterization) layers, None ->
-             deterministic layers using `weights[name]` (default: the means `<layer>.theta`).
+             deterministic layers using `weights[name]` (default: the means `<layer>.theta`); ws: optional
+             workspace dict (the conv layers keep their buffers in ws[layer name] and reuse them from
+             call to call; the caches of a call are valid until the next call with the same ws).
     Returns: logits (B, 10), caches (list of (op, cache)) for `backward`.
     """
     net = get_arch(arch)
@@ -96,13 +98,18 @@ def forward(arch, params, x, noise=None, weights=None):
             h = h.reshape(h.shape[0], -1)
         b = params[f"{n}.bias"]
         if noise is not None:
-            f = layers.vdense_forward if layer.kind == "dense" else layers.vconv2d_forward
-            h, c = f(h, params[f"{n}.theta"], params[f"{n}.log_sigma2"], b, noise[n])
+            args = (h, params[f"{n}.theta"], params[f"{n}.log_sigma2"], b, noise[n])
+            if layer.kind == "dense":
+                h, c = layers.vdense_forward(*args)
+            else:
+                h, c = layers.vconv2d_forward(*args, ws=None if ws is None else ws.setdefault(n, {}))
             caches.append(("v" + layer.kind, c))
         else:
             w = params[f"{n}.theta"] if weights is None else weights[n]
-            f = layers.dense_forward if layer.kind == "dense" else layers.conv2d_forward
-            h, c = f(h, w, b)
+            if layer.kind == "dense":
+                h, c = layers.dense_forward(h, w, b)
+            else:
+                h, c = layers.conv2d_forward(h, w, b, ws=None if ws is None else ws.setdefault(n, {}))
             caches.append((layer.kind, c))
         if i < len(net) - 1:
             h, c = layers.relu_forward(h)

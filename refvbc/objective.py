@@ -22,10 +22,11 @@ GMM_KEYS = ("gmm.mu", "gmm.log_lambda", "gmm.log_pi")
 
 
 def loss_and_grads(arch, params, x, y, noise=None, tau1=1.0, tau2=0.0, n_data=N_TRAIN,
-                   weight_decay=0.0, pi0=PI0, gamma_alpha=GAMMA_ALPHA, gamma_beta=GAMMA_BETA):
+                   weight_decay=0.0, pi0=PI0, gamma_alpha=GAMMA_ALPHA, gamma_beta=GAMMA_BETA, ws=None):
     """Loss of the spec and its gradient for every parameter.
 
-    Inputs:  arch; params dict; x (B, ...) ; y (B,) int; noise dict or None; coefficients.
+    Inputs:  arch; params dict; x (B, ...) ; y (B,) int; noise dict or None; coefficients; ws: optional
+             workspace dict for models.forward (buffers reused from step to step).
     Returns: loss (float), parts {"ce", "kl", "log_prior", "l2"} (unscaled sums; kl and log_prior are
              the spec's KL_VD and sum log GM + sum log Gamma), logits (B, 10), grads {name: array}.
     """
@@ -44,7 +45,7 @@ def loss_and_grads(arch, params, x, y, noise=None, tau1=1.0, tau2=0.0, n_data=N_
             if got != want:
                 raise ValueError(f"noise[{layer.name!r}] must have shape {want}, got {got}")
 
-    logits, caches = models.forward(arch, params, x, noise=noise)
+    logits, caches = models.forward(arch, params, x, noise=noise, ws=ws)
     ce, ce_cache = layers.softmax_ce_forward(logits, y)
     grads = models.backward(arch, layers.softmax_ce_backward(1.0, ce_cache), caches)
     parts = {"ce": float(ce), "kl": 0.0, "log_prior": 0.0, "l2": 0.0}

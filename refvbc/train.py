@@ -130,11 +130,12 @@ class CpuStepper:
 
     def __init__(self, arch, params, opt, coefs, n_data):
         self.arch, self.params, self.opt, self.coefs, self.n_data = arch, params, opt, coefs, n_data
+        self.ws = {}  # the layers' buffers, reused from step to step
 
     def step(self, x, y, noise):
         """Returns loss (float), parts (dict), logits (B, 10) of the minibatch before the update."""
         loss, parts, logits, grads = loss_and_grads(self.arch, self.params, x, y, noise,
-                                                    n_data=self.n_data, **self.coefs)
+                                                    n_data=self.n_data, ws=self.ws, **self.coefs)
         if np.isfinite(loss):
             self.opt.step(self.params, grads)
         return loss, parts, logits

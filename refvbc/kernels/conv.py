@@ -218,31 +218,32 @@ def vconv_dout_numpy(dy, eps, std):
 
 
 # ----------------------------------------------------------------------------------------------------
-# "columns" layout for the variational conv (the fast path of layers.vconv2d_*)
+# "columns" layout: the fast path of layers.conv2d_* and layers.vconv2d_*
 #
-#   colsT   (K, B*P): the transpose of cols; column b*P + oh*OW + ow holds the receptive field of output
-#           position (b, oh, ow). With it the pre-activation comes out of the GEMM w2 (F, K) @ colsT as
-#           (F, B*P), whose rows are contiguous (b, :, :) images, so every copy between layouts, and the
-#           im2col / col2im themselves, run over contiguous OW- or P-long runs (vectorized loads and
-#           stores) instead of scattering single elements as the rows layout does.
+#   colsT   (K, Bc*P): the transpose of cols for a part of Bc images; column n*P + oh*OW + ow holds the
+#           receptive field of output position (n, oh, ow). With it the pre-activation comes out of the GEMM
+#           w2 (F, K) @ colsT as (F, Bc*P), whose rows are contiguous images, so every copy between layouts,
+#           and the im2col / col2im themselves, run over contiguous OW- or P-long runs.
+#
+# These kernels are serial and write into caller-given arrays (`*_into`): the layers cut the batch into
+# parts, run one part per thread of refvbc.parallel (GEMMs in single-threaded BLAS between the kernels)
+# and reuse the buffers across steps. The `*_numba` functions below them allocate and call the same
+# kernels (what the tests compare against the NumPy references).
 # ----------------------------------------------------------------------------------------------------
 
-@numba.njit(**_NJIT_PAR)
-def im2col_t_pair_numba(x, kh, kw, want_sq):
+@numba.njit(**_NJIT)
+def im2col_t_into(x, kh, kw, colsT, colsT_sq, want_sq):
     """colsT = im2col(x).T and, when want_sq, colsT_sq = colsT ⊙ colsT in the same pass.
 
-    Inputs:  x (B, C, H, W) contiguous; kh, kw; want_sq bool.
-    Returns: colsT (K, B*P), colsT_sq (K, B*P) (shape (0, B*P) when not want_sq).
-    Parallel over the K rows (each iteration writes its own row).
+    Inputs:  x (Bc, C, H, W) contiguous; kh, kw; colsT (K, Bc*P) and colsT_sq (K, Bc*P) (any shape when
+             not want_sq) written here; want_sq bool.
     """
     B, C, H, W = x.shape
     OH = H - kh + 1
     OW = W - kw + 1
     P = OH * OW
     K = C * kh * kw
-    colsT = np.empty((K, B * P), dtype=x.dtype)
-    colsT_sq = np.empty((K if want_sq else 0, B * P), dtype=x.dtype)
-    for k in prange(K):
+    for k in range(K):
         c = k // (kh * kw)
         ij = k - c * (kh * kw)
         i = ij // kw
@@ -256,30 +257,41 @@ def im2col_t_pair_numba(x, kh, kw, want_sq):
                     for ow in range(OW):
                         v = x[b, c, oh + i, ow + j]
                         colsT_sq[k, q + ow] = v * v
+
+
+def im2col_t_pair_numba(x, kh, kw, want_sq):
+    """Allocating im2col_t_into: returns colsT (K, B*P), colsT_sq (K, B*P) (shape (0, B*P) when not want_sq)."""
+    x = np.ascontiguousarray(x)
+    B, C, H, W = x.shape
+    N = B * (H - kh + 1) * (W - kw + 1)
+    colsT = np.empty((C * kh * kw, N), dtype=x.dtype)
+    colsT_sq = np.empty((C * kh * kw if want_sq else 0, N), dtype=x.dtype)
+    im2col_t_into(x, kh, kw, colsT, colsT_sq, want_sq)
     return colsT, colsT_sq
 
 
 def im2col_t_numpy(x, kh, kw):
-    """Reference for im2col_t_pair_numba: im2col_numpy(x).T, contiguous (K, B*P)."""
+    """Reference for im2col_t_into: im2col_numpy(x).T, contiguous (K, B*P)."""
     return np.ascontiguousarray(im2col_numpy(x, kh, kw).T)
 
 
-@numba.njit(**_NJIT_PAR)
-def col2im_t_pair_numba(dcolsT, dcolsT_sq, x, kh, kw, with_sq):
-    """Adjoint of im2col_t_pair_numba: dx = col2im(dcolsT) + 2 x ⊙ col2im(dcolsT_sq) (the second term
-    only when with_sq), with dcolsT, dcolsT_sq in the (K, B*P) layout.
+@numba.njit(**_NJIT)
+def col2im_t_into(dcolsT, dcolsT_sq, x, kh, kw, with_sq, dx):
+    """Adjoint of im2col_t_into: dx = col2im(dcolsT) + 2 x ⊙ col2im(dcolsT_sq) (the second term only when
+    with_sq), with dcolsT, dcolsT_sq in the (K, Bc*P) layout.
 
-    Inputs:  dcolsT (K, B*P); dcolsT_sq (K, B*P) or unused; x (B, C, H, W); kh, kw; with_sq bool.
-    Returns: dx (B, C, H, W), dcolsT's dtype.
-    Parallel over b: each iteration accumulates into its own dx[b] (no races).
+    Inputs:  dcolsT (K, Bc*P); dcolsT_sq (K, Bc*P) or unused; x (Bc, C, H, W) (only its shape is used when
+             not with_sq); kh, kw; with_sq bool; dx (Bc, C, H, W) overwritten with the result.
     """
     B, C, H, W = x.shape
     OH = H - kh + 1
     OW = W - kw + 1
     P = OH * OW
-    dx = np.zeros((B, C, H, W), dtype=dcolsT.dtype)
-    for b in prange(B):
-        acc_sq = np.zeros((C, H, W) if with_sq else (1, 1, 1), dtype=dcolsT.dtype)
+    acc_sq = np.zeros((C, H, W) if with_sq else (1, 1, 1), dtype=dx.dtype)
+    for b in range(B):
+        dx[b] = 0
+        if with_sq:
+            acc_sq[:] = 0
         for c in range(C):
             for i in range(kh):
                 for j in range(kw):
@@ -296,30 +308,34 @@ def col2im_t_pair_numba(dcolsT, dcolsT_sq, x, kh, kw, with_sq):
                 for h in range(H):
                     for w_ in range(W):
                         dx[b, c, h, w_] += 2 * x[b, c, h, w_] * acc_sq[c, h, w_]
+
+
+def col2im_t_pair_numba(dcolsT, dcolsT_sq, x, kh, kw, with_sq):
+    """Allocating col2im_t_into: returns dx (B, C, H, W), dcolsT's dtype."""
+    dx = np.empty(x.shape, dtype=dcolsT.dtype)
+    col2im_t_into(dcolsT, dcolsT_sq, x, kh, kw, with_sq, dx)
     return dx
 
 
 def col2im_t_pair_numpy(dcolsT, dcolsT_sq, x, kh, kw):
-    """Reference for col2im_t_pair_numba with with_sq=True."""
+    """Reference for col2im_t_into with with_sq=True."""
     return col2im_pair_numpy(dcolsT.T, dcolsT_sq.T, x, kh, kw)
 
 
-@numba.njit(**_NJIT_PAR)
-def vconv_output_t_numba(m_t, v_t, b, eps, jitter):
-    """Local reparameterization output (spec "Variational layer") from the (F, B*P) GEMM results:
+@numba.njit(**_NJIT)
+def vconv_output_t_into(m_t, v_t, b, eps, jitter, y, std):
+    """Local reparameterization output (spec "Variational layer") from the (F, Bc*P) GEMM results:
     y[n, f] = m_t[f, n*P:(n+1)*P] + b[f] + sqrt(v_t[f, ...] + jitter) ⊙ eps[n, f].
 
-    Inputs:  m_t, v_t (F, B*P); b (F,); eps (B, F, OH, OW) contiguous; jitter scalar of the dtype.
-    Returns: y (B, F, OH, OW), std = sqrt(v + jitter) (B, F, OH, OW).
+    Inputs:  m_t, v_t (F, Bc*P); b (F,); eps (Bc, F, OH, OW) contiguous; jitter scalar of the dtype;
+             y, std (Bc, F, OH, OW) contiguous, written here (std = sqrt(v + jitter)).
     """
     B, F, OH, OW = eps.shape
     P = OH * OW
-    y = np.empty((B, F, OH, OW), dtype=m_t.dtype)
-    std = np.empty((B, F, OH, OW), dtype=m_t.dtype)
     y2 = y.reshape(B, F, P)
     s2 = std.reshape(B, F, P)
     e2 = eps.reshape(B, F, P)
-    for n in prange(B):
+    for n in range(B):
         for f in range(F):
             bf = b[f]
             q = n * P
@@ -327,41 +343,81 @@ def vconv_output_t_numba(m_t, v_t, b, eps, jitter):
                 s = np.sqrt(v_t[f, q + p] + jitter)
                 s2[n, f, p] = s
                 y2[n, f, p] = (m_t[f, q + p] + bf) + s * e2[n, f, p]
+
+
+def vconv_output_t_numba(m_t, v_t, b, eps, jitter):
+    """Allocating vconv_output_t_into: returns y, std (B, F, OH, OW)."""
+    eps = np.ascontiguousarray(eps)
+    y = np.empty(eps.shape, dtype=m_t.dtype)
+    std = np.empty(eps.shape, dtype=m_t.dtype)
+    vconv_output_t_into(m_t, v_t, b, eps, jitter, y, std)
     return y, std
 
 
 def vconv_output_t_numpy(m_t, v_t, b, eps, jitter):
-    """Reference for vconv_output_t_numba."""
+    """Reference for vconv_output_t_into."""
     return vconv_output_numpy(np.ascontiguousarray(m_t.T), np.ascontiguousarray(v_t.T), b, eps, jitter)
 
 
-@numba.njit(**_NJIT_PAR)
-def vconv_dout_t_numba(dy, eps, std):
-    """Backward of y = m + std ⊙ ε into the (F, B*P) layout: dm = dy, dv = dy ⊙ ε / (2 std).
+@numba.njit(**_NJIT)
+def conv_output_t_into(m_t, b, out):
+    """Deterministic conv output from the (F, Bc*P) GEMM result: out[n, f] = m_t[f, n*P:(n+1)*P] + b[f].
 
-    Inputs:  dy, eps, std (B, F, OH, OW) contiguous.
-    Returns: dm_t, dv_t (F, B*P).
-    Parallel over f: each iteration writes its own rows.
+    Inputs:  m_t (F, Bc*P); b (F,); out (Bc, F, OH, OW) contiguous, written here.
+    """
+    B, F, OH, OW = out.shape
+    P = OH * OW
+    o2 = out.reshape(B, F, P)
+    for n in range(B):
+        for f in range(F):
+            bf = b[f]
+            q = n * P
+            for p in range(P):
+                o2[n, f, p] = m_t[f, q + p] + bf
+
+
+def conv_output_t_numpy(m_t, b, OH, OW):
+    """Reference for conv_output_t_into -> out (B, F, OH, OW)."""
+    B = m_t.shape[1] // (OH * OW)
+    return rows_to_nchw_bias_numpy(np.ascontiguousarray(m_t.T), b, B, OH, OW)
+
+
+@numba.njit(**_NJIT)
+def vconv_dout_t_into(dy, eps, std, dm, dv):
+    """Backward of y = m + std ⊙ ε into the (F, Bc*P) layout: dm = dy, dv = dy ⊙ ε / (2 std)
+    (dv only when eps has the shape of dy; a deterministic conv passes an empty eps and gets dm alone).
+
+    Inputs:  dy (Bc, F, OH, OW) contiguous; eps, std (Bc, F, OH, OW) contiguous or empty;
+             dm, dv (F, Bc*P), written here (dv untouched when eps is empty).
     """
     B, F, OH, OW = dy.shape
     P = OH * OW
-    dm = np.empty((F, B * P), dtype=dy.dtype)
-    dv = np.empty((F, B * P), dtype=dy.dtype)
     d2 = dy.reshape(B, F, P)
-    e2 = eps.reshape(B, F, P)
-    s2 = std.reshape(B, F, P)
-    for f in prange(F):
+    with_v = eps.size == dy.size
+    e2 = eps.reshape(B if with_v else 0, F, P)
+    s2 = std.reshape(B if with_v else 0, F, P)
+    for f in range(F):
         for n in range(B):
             q = n * P
             for p in range(P):
-                g = d2[n, f, p]
-                dm[f, q + p] = g
-                dv[f, q + p] = g * e2[n, f, p] / (2 * s2[n, f, p])
+                dm[f, q + p] = d2[n, f, p]
+            if with_v:
+                for p in range(P):
+                    dv[f, q + p] = d2[n, f, p] * e2[n, f, p] / (2 * s2[n, f, p])
+
+
+def vconv_dout_t_numba(dy, eps, std):
+    """Allocating vconv_dout_t_into: returns dm_t, dv_t (F, B*P)."""
+    dy = np.ascontiguousarray(dy)
+    B, F, OH, OW = dy.shape
+    dm = np.empty((F, B * OH * OW), dtype=dy.dtype)
+    dv = np.empty((F, B * OH * OW), dtype=dy.dtype)
+    vconv_dout_t_into(dy, np.ascontiguousarray(eps), np.ascontiguousarray(std), dm, dv)
     return dm, dv
 
 
 def vconv_dout_t_numpy(dy, eps, std):
-    """Reference for vconv_dout_t_numba."""
+    """Reference for vconv_dout_t_into."""
     dm, dv = vconv_dout_numpy(dy, eps, std)
     return np.ascontiguousarray(dm.T), np.ascontiguousarray(dv.T)
 
