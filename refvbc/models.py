@@ -16,6 +16,7 @@ conv->dense boundary flattens in (C, H, W) order.
 import numpy as np
 
 from . import layers
+from .kernels import noise as _noise
 from .arch import INPUT_SHAPES, get_arch
 
 
@@ -50,11 +51,29 @@ def weight_keys(arch):
     return [f"{layer.name}.theta" for layer in get_arch(arch)]
 
 
-def draw_noise(arch, batch, rng, dtype=np.float32):
-    """Standard-normal noise for every layer's pre-activation: {layer name: (B,) + preact_shape}."""
+def draw_noise(arch, batch, rng, dtype=np.float32, out=None):
+    """Standard-normal noise for every layer's pre-activation: {layer name: (B,) + preact_shape}.
+
+    float32 (training): one seed is drawn from the numpy Generator rng per call and the numbers come from
+    the seeded numba ziggurat of kernels/noise.py (stream = layer index, one row per example; the same
+    for any thread count), so rng fixes them exactly (resume replays them) at ~4x the speed of numpy's
+    generator. float64 (the checks, the cross-check file): rng.standard_normal, as NumPy draws it.
+    out: optional dict of arrays from an earlier call, filled again when shape and dtype match (so a
+    training loop reuses one set of buffers); the returned dict is then `out` itself.
+    """
     dtype = np.dtype(dtype)
-    return {layer.name: rng.standard_normal((batch,) + layer.preact_shape, dtype=dtype)
-            for layer in get_arch(arch)}
+    res = {} if out is None else out
+    seed = int(rng.integers(0, 2 ** 63)) if dtype == np.float32 else None
+    for i, layer in enumerate(get_arch(arch)):
+        shape = (batch,) + layer.preact_shape
+        a = res.get(layer.name)
+        if a is None or a.shape != shape or a.dtype != dtype:
+            a = res[layer.name] = np.empty(shape, dtype=dtype)
+        if seed is None:
+            rng.standard_normal(shape, dtype=dtype, out=a)
+        else:
+            _noise.normal_fill_numba(a, seed, i)
+    return res
 
 
 def check_input(arch, x, y=None):

@@ -162,9 +162,10 @@ def train_epoch(cfg, phase, epoch, stepper, x, y):
     tot = {"loss": 0.0, "ce": 0.0, "kl": 0.0, "log_prior": 0.0, "l2": 0.0}
     correct = 0
     nb = 0
+    noise_buf = {}  # one set of noise arrays, refilled every step
     for idx in batches(x.shape[0], cfg.batch_size, rng):
         xb, yb = x[idx], y[idx]
-        noise = models.draw_noise(cfg.arch, len(idx), rng, dtype) if variational else None
+        noise = models.draw_noise(cfg.arch, len(idx), rng, dtype, out=noise_buf) if variational else None
         loss, parts, logits = stepper.step(xb, yb, noise)
         if not np.isfinite(loss):
             raise RunError(f"{phase} epoch {epoch + 1}: loss became {loss} (parts {parts})")
