@@ -30,6 +30,9 @@ from refvbc.kernels import conv as _k
 
 # images per part of a batch in the conv layers (parts run on the threads of refvbc.parallel)
 PART_IMAGES = 25
+# row parts of the dense layers' GEMMs, for layers with at least DENSE_MIN_WORK weights x rows
+DENSE_PARTS = 2
+DENSE_MIN_WORK = 2_000_000
 
 _JITTER = 1e-8  # spec "Variational layer": sqrt(v + 1e-8)
 
@@ -81,7 +84,13 @@ def dense_forward(x, w, b):
     _check_shape(fn, "w", w, (w.shape[0], x.shape[1]))
     _check_shape(fn, "b", b, (w.shape[0],))
     x = np.ascontiguousarray(x)
-    out = x @ w.T + b
+    out = np.empty((x.shape[0], w.shape[0]), dtype=x.dtype)
+
+    def part(r):
+        np.dot(x[r], w.T, out=out[r])
+        out[r] += b
+
+    _dense_parts(part, x.shape[0], w.size)
     return out, (x, w)
 
 
@@ -93,10 +102,12 @@ def dense_backward(dout, cache, need_dx=True):
     fn = "dense_backward"
     _check_dtypes(fn, dout=dout, x=x)
     _check_shape(fn, "dout", dout, (x.shape[0], w.shape[0]))
-    dw = dout.T @ x
-    db = dout.sum(axis=0)
-    dx = dout @ w if need_dx else None
-    return dx, dw, db
+    dw = np.empty(w.shape, dtype=w.dtype)
+    dx = np.empty(x.shape, dtype=x.dtype) if need_dx else None
+    _dense_parts(lambda r: np.dot(dout[:, r].T, x, out=dw[r]), w.shape[0], w.size)
+    if need_dx:
+        _dense_parts(lambda r: np.dot(dout[r], w, out=dx[r]), x.shape[0], w.size)
+    return dx, dw, dout.sum(axis=0)
 
 
 def vdense_forward(x, theta, log_sigma2, b, eps):
@@ -117,11 +128,17 @@ def vdense_forward(x, theta, log_sigma2, b, eps):
     x = np.ascontiguousarray(x)
     x_sq = x * x
     es = np.exp(log_sigma2)
-    m = x @ theta.T
-    m += b
-    v = x_sq @ es.T
-    std = np.sqrt(v + dtype.type(_JITTER))
-    y = m + std * eps
+    B, n_out = eps.shape
+    y = np.empty((B, n_out), dtype=dtype)
+    std = np.empty((B, n_out), dtype=dtype)
+    jitter = dtype.type(_JITTER)
+
+    def part(r):  # rows r of the batch: both GEMMs, then y = m + b + sqrt(v + 1e-8) ⊙ ε in one pass
+        m = np.dot(x[r], theta.T)
+        v = np.dot(x_sq[r], es.T)
+        _k.vdense_output_into(m, v, b, eps[r], jitter, y[r], std[r])
+
+    _dense_parts(part, B, theta.size)
     return y, (x, x_sq, theta, es, eps, std)
 
 
@@ -136,15 +153,34 @@ def vdense_backward(dout, cache, need_dx=True):
     fn = "vdense_backward"
     _check_dtypes(fn, dout=dout, x=x)
     _check_shape(fn, "dout", dout, eps.shape)
-    dv = dout * eps / (2 * std)
-    dtheta = dout.T @ x
-    dlog_sigma2 = es * (dv.T @ x_sq)
-    db = dout.sum(axis=0)
-    dx = None
+    B, n_out = dout.shape
+    dout = np.ascontiguousarray(dout)
+    dv = np.empty_like(dout)
+    _k.vdense_dv_into(dout, eps, std, dv)  # dv = dout ⊙ ε / (2 std)
+    dtheta = np.empty(theta.shape, dtype=theta.dtype)
+    dlog_sigma2 = np.empty(theta.shape, dtype=theta.dtype)
+    dx = np.empty(x.shape, dtype=x.dtype) if need_dx else None
+
+    def part_w(r):  # output rows r of the weight gradients
+        np.dot(dout[:, r].T, x, out=dtheta[r])
+        np.dot(dv[:, r].T, x_sq, out=dlog_sigma2[r])
+        dlog_sigma2[r] *= es[r]
+
+    def part_x(r):  # batch rows r of dx
+        np.dot(dout[r], theta, out=dx[r])
+        dx[r] += 2 * x[r] * np.dot(dv[r], es)
+
+    _dense_parts(part_w, n_out, theta.size)
     if need_dx:
-        dx = dout @ theta
-        dx += 2 * x * (dv @ es)
-    return dx, dtheta, dlog_sigma2, db
+        _dense_parts(part_x, B, theta.size)
+    return dx, dtheta, dlog_sigma2, dout.sum(axis=0)
+
+
+def _dense_parts(part, n, work):
+    """Run part(rows) over DENSE_PARTS row ranges of n rows when the layer is large (work = weights),
+    else over all rows at once (a function of the shapes only, never of the thread count)."""
+    parts = _par.split(n, DENSE_PARTS if work * n >= DENSE_MIN_WORK else 1)
+    _par.run_parts(lambda i: part(slice(*parts[i])), len(parts))
 
 
 # ----------------------------------------------------------------------------------------------------

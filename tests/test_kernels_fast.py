@@ -83,3 +83,89 @@ def test_relu_backward_kernel_matches_numpy(dtype):
     got = K.relu_backward_numba(d, x)
     assert got.dtype == dtype
     np.testing.assert_array_equal(got, K.relu_backward_numpy(d, x))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", CONV_SHAPES)
+def test_conv_output_and_dout_without_noise_match_numpy(shape, dtype):
+    B, C, H, W, F, kh, kw = shape
+    rng = np.random.default_rng(7 + sum(shape))
+    OH, OW = H - kh + 1, W - kw + 1
+    m = rng.standard_normal((F, B * OH * OW)).astype(dtype)
+    b = rng.standard_normal(F).astype(dtype)
+    out = np.empty((B, F, OH, OW), dtype=dtype)
+    K.conv_output_t_into(m, b, out)
+    np.testing.assert_array_equal(out, K.conv_output_t_numpy(m, b, OH, OW), err_msg="conv_output_t_into")
+    dy = rng.standard_normal((B, F, OH, OW)).astype(dtype)
+    dm = np.empty((F, B * OH * OW), dtype=dtype)
+    empty = np.empty((0,), dtype=dtype)
+    K.vconv_dout_t_into(dy, empty, empty, dm, np.empty((0, B * OH * OW), dtype=dtype))
+    np.testing.assert_array_equal(dm, K.nchw_to_rows_numpy(dy).T, err_msg="vconv_dout_t_into without noise")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(1, 1), (7, 30), (100, 500)])
+def test_vdense_elementwise_kernels_match_numpy(shape, dtype):
+    rng = np.random.default_rng(shape[1])
+    m, eps, dy = (rng.standard_normal(shape).astype(dtype) for _ in range(3))
+    v = rng.random(shape).astype(dtype)
+    b = rng.standard_normal(shape[1]).astype(dtype)
+    y, std = np.empty_like(m), np.empty_like(m)
+    K.vdense_output_into(m, v, b, eps, dtype(1e-8), y, std)
+    yr, sr = K.vdense_output_numpy(m, v, b, eps, dtype(1e-8))
+    np.testing.assert_array_equal(std, sr, err_msg="vdense_output_into std")
+    np.testing.assert_array_equal(y, yr, err_msg="vdense_output_into y")
+    dv = np.empty_like(m)
+    K.vdense_dv_into(dy, eps, std, dv)
+    np.testing.assert_array_equal(dv, K.vdense_dv_numpy(dy, eps, std), err_msg="vdense_dv_into")
+
+
+# ----------------------------------------------------------------------------------------------------
+# the layers cut into parts (refvbc.parallel) give what one part gives
+# ----------------------------------------------------------------------------------------------------
+
+from refvbc import layers as L  # noqa: E402
+
+
+def _layer_outputs(kind, dtype, seed=3):
+    rng = np.random.default_rng(seed)
+    if kind in ("conv", "vconv"):
+        x = rng.standard_normal((6, 3, 9, 8)).astype(dtype)
+        w = (0.3 * rng.standard_normal((4, 3, 3, 2))).astype(dtype)
+        b = rng.standard_normal(4).astype(dtype)
+        ls = rng.uniform(-6, -1, w.shape).astype(dtype)
+        eps = rng.standard_normal((6, 4, 7, 7)).astype(dtype)
+    else:
+        x = rng.standard_normal((6, 40)).astype(dtype)
+        w = (0.3 * rng.standard_normal((30, 40))).astype(dtype)
+        b = rng.standard_normal(30).astype(dtype)
+        ls = rng.uniform(-6, -1, w.shape).astype(dtype)
+        eps = rng.standard_normal((6, 30)).astype(dtype)
+    ws = {}
+    if kind == "conv":
+        y, c = L.conv2d_forward(x, w, b, ws=ws)
+        y = y.copy()
+        grads = L.conv2d_backward(np.cos(y), c)
+    elif kind == "vconv":
+        y, c = L.vconv2d_forward(x, w, ls, b, eps, ws=ws)
+        y = y.copy()
+        grads = L.vconv2d_backward(np.cos(y), c)
+    elif kind == "dense":
+        y, c = L.dense_forward(x, w, b)
+        grads = L.dense_backward(np.cos(y), c)
+    else:
+        y, c = L.vdense_forward(x, w, ls, b, eps)
+        grads = L.vdense_backward(np.cos(y), c)
+    return [y] + list(grads)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kind", ["conv", "vconv", "dense", "vdense"])
+def test_layers_in_parts_match_one_part(kind, dtype, monkeypatch):
+    one = _layer_outputs(kind, dtype)
+    monkeypatch.setattr(L, "PART_IMAGES", 4)     # 6 images: parts of 3 and 3
+    monkeypatch.setattr(L, "DENSE_MIN_WORK", 0)  # dense layers in DENSE_PARTS row parts
+    parts = _layer_outputs(kind, dtype)
+    tol = 1e-6 if dtype == np.float32 else 1e-14
+    for i, (a, b) in enumerate(zip(one, parts)):
+        np.testing.assert_allclose(b, a, rtol=tol, atol=tol, err_msg=f"{kind} output {i}: parts vs one part")

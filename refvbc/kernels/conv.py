@@ -423,6 +423,44 @@ def vconv_dout_t_numpy(dy, eps, std):
 
 
 # ----------------------------------------------------------------------------------------------------
+# elementwise passes of the variational dense layer (layers.vdense_*)
+# ----------------------------------------------------------------------------------------------------
+
+@numba.njit(**_NJIT)
+def vdense_output_into(m, v, b, eps, jitter, y, std):
+    """y = m + b + sqrt(v + jitter) ⊙ ε, std = sqrt(v + jitter) in one pass.
+
+    Inputs:  m, v (R, out) GEMM results; b (out,); eps (R, out); jitter scalar; y, std (R, out) written here.
+    """
+    R, n = m.shape
+    for r in range(R):
+        for j in range(n):
+            s = np.sqrt(v[r, j] + jitter)
+            std[r, j] = s
+            y[r, j] = (m[r, j] + b[j]) + s * eps[r, j]
+
+
+def vdense_output_numpy(m, v, b, eps, jitter):
+    """Reference for vdense_output_into -> (y, std)."""
+    std = np.sqrt(v + jitter)
+    return (m + b) + std * eps, std
+
+
+@numba.njit(**_NJIT)
+def vdense_dv_into(dy, eps, std, dv):
+    """dv = dy ⊙ ε / (2 std) in one pass.  Inputs: dy, eps, std (R, out); dv (R, out) written here."""
+    R, n = dy.shape
+    for r in range(R):
+        for j in range(n):
+            dv[r, j] = dy[r, j] * eps[r, j] / (2 * std[r, j])
+
+
+def vdense_dv_numpy(dy, eps, std):
+    """Reference for vdense_dv_into."""
+    return dy * eps / (2 * std)
+
+
+# ----------------------------------------------------------------------------------------------------
 # Independent NumPy references for the whole deterministic convolution (no im2col)
 # ----------------------------------------------------------------------------------------------------
 
