@@ -388,6 +388,31 @@ def maxpool2x2_backward(dout, cache):
     return _k.maxpool2x2_backward_numba(np.ascontiguousarray(dout), arg)
 
 
+def relu_maxpool2x2_forward(x):
+    """ReLU then 2x2 max-pooling, stride 2, in one numba pass (what every conv layer but the last is
+    followed by): out = maxpool2x2(relu(x)), with the same routing of the gradient.
+
+    Inputs:  x (B, C, H, W), H and W even.
+    Returns: out (B, C, H/2, W/2); cache.
+    """
+    fn = "relu_maxpool2x2_forward"
+    _check_dtypes(fn, x=x)
+    _check_ndim(fn, "x", x, 4, "(B, C, H, W)")
+    if x.shape[2] % 2 or x.shape[3] % 2:
+        raise ValueError(f"{fn}: x has shape {x.shape}, expected even H and W")
+    out, arg = _k.relu_maxpool2x2_forward_numba(np.ascontiguousarray(x))
+    return out, (arg, x.shape)
+
+
+def relu_maxpool2x2_backward(dout, cache):
+    """Inputs: dout (B, C, H/2, W/2); cache.  Returns: dx (B, C, H, W) (0 where ReLU or the pool block)."""
+    arg, x_shape = cache
+    fn = "relu_maxpool2x2_backward"
+    _check_dtypes(fn, dout=dout)
+    _check_shape(fn, "dout", dout, arg.shape)
+    return _k.relu_maxpool2x2_backward_numba(np.ascontiguousarray(dout), arg)
+
+
 def flatten_forward(x):
     """Inputs: x (B, C, H, W).  Returns: out (B, C*H*W) in (C, H, W) order (spec "Architectures"), cache."""
     fn = "flatten_forward"

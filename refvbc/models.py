@@ -9,7 +9,8 @@ Shape legend
     noise[name]  standard-normal eps in the pre-activation shape of layer `name`: (B,) + preact_shape
     params       flat dict: "<layer>.theta", "<layer>.bias", ["<layer>.log_sigma2"], ["gmm.*"]
 
-Network: every layer but the last is followed by ReLU; conv layers by ReLU then 2x2 max-pool; the
+Network: every layer but the last is followed by ReLU; conv layers by ReLU then 2x2 max-pool (one
+fused layer, layers.relu_maxpool2x2_*); the
 conv->dense boundary flattens in (C, H, W) order.
 """
 
@@ -131,11 +132,12 @@ def forward(arch, params, x, noise=None, weights=None, ws=None):
                 h, c = layers.conv2d_forward(h, w, b, ws=None if ws is None else ws.setdefault(n, {}))
             caches.append((layer.kind, c))
         if i < len(net) - 1:
-            h, c = layers.relu_forward(h)
-            caches.append(("relu", c))
             if layer.kind == "conv":
-                h, c = layers.maxpool2x2_forward(h)
-                caches.append(("pool", c))
+                h, c = layers.relu_maxpool2x2_forward(h)
+                caches.append(("relupool", c))
+            else:
+                h, c = layers.relu_forward(h)
+                caches.append(("relu", c))
     return h, caches
 
 
@@ -150,8 +152,8 @@ def backward(arch, dlogits, caches):
         op, c = caches[idx]
         if op == "relu":
             d = layers.relu_backward(d, c)
-        elif op == "pool":
-            d = layers.maxpool2x2_backward(d, c)
+        elif op == "relupool":
+            d = layers.relu_maxpool2x2_backward(d, c)
         elif op == "flatten":
             d = d.reshape(c)
         else:

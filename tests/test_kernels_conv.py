@@ -116,3 +116,28 @@ def test_maxpool_numba_vs_numpy(dtype, shape):
     np.testing.assert_array_equal(K.maxpool2x2_backward_numba(d, arg), K.maxpool2x2_backward_numpy(d, arg_r),
                                   err_msg="maxpool2x2_backward_numba")
     assert out.dtype == dtype
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(2, 3, 4, 6), (5, 20, 24, 24), (1, 1, 2, 2)])
+def test_relu_maxpool_fused_matches_relu_then_pool(dtype, shape):
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal(shape).astype(dtype)
+    x[..., ::3, ::2] = 0.0                      # ties and zeros
+    x[0, 0, :2, :2] = -1.0                      # an all-negative window
+    x.reshape(-1)[5::7] = x.reshape(-1)[4::7][:x.reshape(-1)[5::7].size]  # equal neighbours
+    out, arg = K.relu_maxpool2x2_forward_numba(x)
+    ro, ra = K.relu_maxpool2x2_forward_numpy(x)
+    np.testing.assert_array_equal(out, ro, err_msg="relu_maxpool forward vs NumPy twin")
+    np.testing.assert_array_equal(arg, ra, err_msg="relu_maxpool arg vs NumPy twin")
+    d = rng.standard_normal(out.shape).astype(dtype)
+    dx = K.relu_maxpool2x2_backward_numba(d, arg)
+    np.testing.assert_array_equal(dx, K.relu_maxpool2x2_backward_numpy(d, arg), err_msg="backward vs twin")
+    # the layer pair against the separate ReLU and max-pool layers (each checked by central differences)
+    lo, lc = L.relu_maxpool2x2_forward(x)
+    r1, c1 = L.relu_forward(x)
+    p1, c2 = L.maxpool2x2_forward(r1)
+    np.testing.assert_array_equal(lo, p1, err_msg="relu_maxpool2x2_forward vs maxpool(relu)")
+    np.testing.assert_array_equal(L.relu_maxpool2x2_backward(d, lc), L.relu_backward(L.maxpool2x2_backward(d, c2), c1),
+                                  err_msg="relu_maxpool2x2_backward vs relu_backward(maxpool_backward)")
+    assert lo.dtype == dtype

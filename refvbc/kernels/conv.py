@@ -235,28 +235,37 @@ def vconv_dout_numpy(dy, eps, std):
 def im2col_t_into(x, kh, kw, colsT, colsT_sq, want_sq):
     """colsT = im2col(x).T and, when want_sq, colsT_sq = colsT ⊙ colsT in the same pass.
 
-    Inputs:  x (Bc, C, H, W) contiguous; kh, kw; colsT (K, Bc*P) and colsT_sq (K, Bc*P) (any shape when
+    Inputs:  x (Bc, C, H, W) C-contiguous; kh, kw; colsT (K, Bc*P) and colsT_sq (K, Bc*P) (any shape when
              not want_sq) written here; want_sq bool.
+    Written as a gather through an offset table (K, P) (offset of x[c, oh+i, ow+j] in one image), so the
+    inner loop runs over all P positions of an image (vectorized gathers) instead of OW-long runs.
     """
     B, C, H, W = x.shape
     OH = H - kh + 1
     OW = W - kw + 1
     P = OH * OW
     K = C * kh * kw
+    off = np.empty((K, P), dtype=np.int32)
     for k in range(K):
         c = k // (kh * kw)
         ij = k - c * (kh * kw)
         i = ij // kw
         j = ij - i * kw
+        for oh in range(OH):
+            for ow in range(OW):
+                off[k, oh * OW + ow] = (c * H + oh + i) * W + ow + j
+    xf = x.reshape(B, C * H * W)
+    for k in range(K):
         for b in range(B):
-            for oh in range(OH):
-                q = b * P + oh * OW
-                for ow in range(OW):
-                    colsT[k, q + ow] = x[b, c, oh + i, ow + j]
-                if want_sq:
-                    for ow in range(OW):
-                        v = x[b, c, oh + i, ow + j]
-                        colsT_sq[k, q + ow] = v * v
+            q = b * P
+            if want_sq:
+                for p in range(P):
+                    v = xf[b, off[k, p]]
+                    colsT[k, q + p] = v
+                    colsT_sq[k, q + p] = v * v
+            else:
+                for p in range(P):
+                    colsT[k, q + p] = xf[b, off[k, p]]
 
 
 def im2col_t_pair_numba(x, kh, kw, want_sq):
@@ -574,6 +583,76 @@ def maxpool2x2_backward_numba(dout, arg):
                 a = arg[n, c, i, j]
                 dx[n, c, 2 * i + a // 2, 2 * j + a % 2] = dout[n, c, i, j]
     return dx
+
+
+@numba.njit(**_NJIT_PAR)
+def relu_maxpool2x2_forward_numba(x):
+    """ReLU then 2x2 max-pooling in one pass: out = max(max of the window, 0).
+
+    Inputs:  x (B, C, H, W), H and W even.
+    Returns: out (B, C, H/2, W/2); arg (B, C, H/2, W/2) int8: the window position 0..3 (row-major, first
+             maximum wins) of the maximum, or -1 where the maximum is <= 0 (ReLU passes no gradient there).
+    Equal to maxpool2x2(relu(x)) and its routing (see relu_maxpool2x2_forward_numpy).
+    """
+    B, C, H, W = x.shape
+    H2 = H // 2
+    W2 = W // 2
+    out = np.empty((B, C, H2, W2), dtype=x.dtype)
+    arg = np.empty((B, C, H2, W2), dtype=np.int8)
+    for t in prange(B * C):
+        n = t // C
+        c = t - n * C
+        for i in range(H2):
+            for j in range(W2):
+                best = x[n, c, 2 * i, 2 * j]
+                a = 0
+                v = x[n, c, 2 * i, 2 * j + 1]
+                if v > best:
+                    best = v
+                    a = 1
+                v = x[n, c, 2 * i + 1, 2 * j]
+                if v > best:
+                    best = v
+                    a = 2
+                v = x[n, c, 2 * i + 1, 2 * j + 1]
+                if v > best:
+                    best = v
+                    a = 3
+                if best > 0:
+                    out[n, c, i, j] = best
+                    arg[n, c, i, j] = a
+                else:
+                    out[n, c, i, j] = 0
+                    arg[n, c, i, j] = -1
+    return out, arg
+
+
+def relu_maxpool2x2_forward_numpy(x):
+    """Reference for relu_maxpool2x2_forward_numba: maxpool of relu, with arg -1 where nothing passes."""
+    out, arg = maxpool2x2_forward_numpy(np.maximum(x, 0).astype(x.dtype, copy=False))
+    return out, np.where(out > 0, arg, -1).astype(np.int8)
+
+
+@numba.njit(**_NJIT_PAR)
+def relu_maxpool2x2_backward_numba(dout, arg):
+    """Inputs: dout, arg (B, C, H/2, W/2) (arg from relu_maxpool2x2_forward_numba).
+    Returns dx (B, C, H, W): dout routed to each window's maximum, 0 where arg is -1 and elsewhere."""
+    B, C, H2, W2 = dout.shape
+    dx = np.zeros((B, C, 2 * H2, 2 * W2), dtype=dout.dtype)
+    for t in prange(B * C):
+        n = t // C
+        c = t - n * C
+        for i in range(H2):
+            for j in range(W2):
+                a = arg[n, c, i, j]
+                if a >= 0:
+                    dx[n, c, 2 * i + a // 2, 2 * j + a % 2] = dout[n, c, i, j]
+    return dx
+
+
+def relu_maxpool2x2_backward_numpy(dout, arg):
+    """Reference for relu_maxpool2x2_backward_numba."""
+    return maxpool2x2_backward_numpy(np.where(arg >= 0, dout, 0).astype(dout.dtype), np.maximum(arg, 0))
 
 
 def maxpool2x2_backward_numpy(dout, arg):
