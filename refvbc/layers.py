@@ -364,28 +364,34 @@ def relu_backward(dout, cache):
                                   np.ascontiguousarray(x).reshape(-1)).reshape(x.shape)
 
 
+def _pool_forward(fn, x, kernel):
+    _check_dtypes(fn, x=x)
+    _check_ndim(fn, "x", x, 4, "(B, C, H, W)")
+    if x.shape[2] % 2 or x.shape[3] % 2:
+        raise ValueError(f"{fn}: x has shape {x.shape}, expected even H and W")
+    out, arg = kernel(np.ascontiguousarray(x))
+    return out, (arg, x.shape)
+
+
+def _pool_backward(fn, dout, cache):
+    arg, x_shape = cache
+    _check_dtypes(fn, dout=dout)
+    _check_shape(fn, "dout", dout, arg.shape)
+    return _k.maxpool2x2_backward_numba(np.ascontiguousarray(dout), arg)
+
+
 def maxpool2x2_forward(x):
     """2x2 max-pooling, stride 2 (numba kernel; ties go to the first maximum in row-major order).
 
     Inputs:  x (B, C, H, W), H and W even.
     Returns: out (B, C, H/2, W/2); cache.
     """
-    fn = "maxpool2x2_forward"
-    _check_dtypes(fn, x=x)
-    _check_ndim(fn, "x", x, 4, "(B, C, H, W)")
-    if x.shape[2] % 2 or x.shape[3] % 2:
-        raise ValueError(f"{fn}: x has shape {x.shape}, expected even H and W")
-    out, arg = _k.maxpool2x2_forward_numba(np.ascontiguousarray(x))
-    return out, (arg, x.shape)
+    return _pool_forward("maxpool2x2_forward", x, _k.maxpool2x2_forward_numba)
 
 
 def maxpool2x2_backward(dout, cache):
     """Inputs: dout (B, C, H/2, W/2); cache.  Returns: dx (B, C, H, W)."""
-    arg, x_shape = cache
-    fn = "maxpool2x2_backward"
-    _check_dtypes(fn, dout=dout)
-    _check_shape(fn, "dout", dout, arg.shape)
-    return _k.maxpool2x2_backward_numba(np.ascontiguousarray(dout), arg)
+    return _pool_backward("maxpool2x2_backward", dout, cache)
 
 
 def relu_maxpool2x2_forward(x):
@@ -395,22 +401,12 @@ def relu_maxpool2x2_forward(x):
     Inputs:  x (B, C, H, W), H and W even.
     Returns: out (B, C, H/2, W/2); cache.
     """
-    fn = "relu_maxpool2x2_forward"
-    _check_dtypes(fn, x=x)
-    _check_ndim(fn, "x", x, 4, "(B, C, H, W)")
-    if x.shape[2] % 2 or x.shape[3] % 2:
-        raise ValueError(f"{fn}: x has shape {x.shape}, expected even H and W")
-    out, arg = _k.relu_maxpool2x2_forward_numba(np.ascontiguousarray(x))
-    return out, (arg, x.shape)
+    return _pool_forward("relu_maxpool2x2_forward", x, _k.relu_maxpool2x2_forward_numba)
 
 
 def relu_maxpool2x2_backward(dout, cache):
     """Inputs: dout (B, C, H/2, W/2); cache.  Returns: dx (B, C, H, W) (0 where ReLU or the pool block)."""
-    arg, x_shape = cache
-    fn = "relu_maxpool2x2_backward"
-    _check_dtypes(fn, dout=dout)
-    _check_shape(fn, "dout", dout, arg.shape)
-    return _k.relu_maxpool2x2_backward_numba(np.ascontiguousarray(dout), arg)
+    return _pool_backward("relu_maxpool2x2_backward", dout, cache)
 
 
 def flatten_forward(x):

@@ -529,70 +529,13 @@ def relu_backward_numpy(dout, x):
 # ----------------------------------------------------------------------------------------------------
 
 @numba.njit(**_NJIT_PAR)
-def maxpool2x2_forward_numba(x):
-    """Inputs: x (B, C, H, W), H and W even.
-    Returns: out (B, C, H/2, W/2); arg (B, C, H/2, W/2) int8, the window position 0..3 (row-major,
-    first maximum wins) of each maximum."""
-    B, C, H, W = x.shape
-    H2 = H // 2
-    W2 = W // 2
-    out = np.empty((B, C, H2, W2), dtype=x.dtype)
-    arg = np.empty((B, C, H2, W2), dtype=np.int8)
-    for t in prange(B * C):
-        n = t // C
-        c = t - n * C
-        for i in range(H2):
-            for j in range(W2):
-                best = x[n, c, 2 * i, 2 * j]
-                a = 0
-                v = x[n, c, 2 * i, 2 * j + 1]
-                if v > best:
-                    best = v
-                    a = 1
-                v = x[n, c, 2 * i + 1, 2 * j]
-                if v > best:
-                    best = v
-                    a = 2
-                v = x[n, c, 2 * i + 1, 2 * j + 1]
-                if v > best:
-                    best = v
-                    a = 3
-                out[n, c, i, j] = best
-                arg[n, c, i, j] = a
-    return out, arg
+def maxpool2x2_kernel(x, relu):
+    """2x2 max-pooling (relu False) or ReLU then 2x2 max-pooling in one pass (relu True).
 
-
-def maxpool2x2_forward_numpy(x):
-    """Reference for maxpool2x2_forward_numba."""
-    B, C, H, W = x.shape
-    win = x.reshape(B, C, H // 2, 2, W // 2, 2).transpose(0, 1, 2, 4, 3, 5).reshape(B, C, H // 2, W // 2, 4)
-    arg = np.argmax(win, axis=-1)
-    return np.take_along_axis(win, arg[..., None], axis=-1)[..., 0], arg.astype(np.int8)
-
-
-@numba.njit(**_NJIT_PAR)
-def maxpool2x2_backward_numba(dout, arg):
-    """Inputs: dout, arg (B, C, H/2, W/2).  Returns dx (B, C, H, W): dout routed to each window's max."""
-    B, C, H2, W2 = dout.shape
-    dx = np.zeros((B, C, 2 * H2, 2 * W2), dtype=dout.dtype)
-    for t in prange(B * C):
-        n = t // C
-        c = t - n * C
-        for i in range(H2):
-            for j in range(W2):
-                a = arg[n, c, i, j]
-                dx[n, c, 2 * i + a // 2, 2 * j + a % 2] = dout[n, c, i, j]
-    return dx
-
-
-@numba.njit(**_NJIT_PAR)
-def relu_maxpool2x2_forward_numba(x):
-    """ReLU then 2x2 max-pooling in one pass: out = max(max of the window, 0).
-
-    Inputs:  x (B, C, H, W), H and W even.
-    Returns: out (B, C, H/2, W/2); arg (B, C, H/2, W/2) int8: the window position 0..3 (row-major, first
-             maximum wins) of the maximum, or -1 where the maximum is <= 0 (ReLU passes no gradient there).
-    Equal to maxpool2x2(relu(x)) and its routing (see relu_maxpool2x2_forward_numpy).
+    Inputs:  x (B, C, H, W), H and W even; relu bool.
+    Returns: out (B, C, H/2, W/2); arg (B, C, H/2, W/2) int8, the window position 0..3 (row-major, first
+             maximum wins) of each maximum; with relu, out = max(maximum, 0) and arg = -1 where the
+             maximum is <= 0 (ReLU passes no gradient there).
     """
     B, C, H, W = x.shape
     H2 = H // 2
@@ -618,25 +561,36 @@ def relu_maxpool2x2_forward_numba(x):
                 if v > best:
                     best = v
                     a = 3
-                if best > 0:
-                    out[n, c, i, j] = best
-                    arg[n, c, i, j] = a
-                else:
-                    out[n, c, i, j] = 0
-                    arg[n, c, i, j] = -1
+                if relu and not best > 0:
+                    best = 0
+                    a = -1
+                out[n, c, i, j] = best
+                arg[n, c, i, j] = a
     return out, arg
 
 
-def relu_maxpool2x2_forward_numpy(x):
-    """Reference for relu_maxpool2x2_forward_numba: maxpool of relu, with arg -1 where nothing passes."""
-    out, arg = maxpool2x2_forward_numpy(np.maximum(x, 0).astype(x.dtype, copy=False))
-    return out, np.where(out > 0, arg, -1).astype(np.int8)
+def maxpool2x2_forward_numba(x):
+    """Inputs: x (B, C, H, W), H and W even.  Returns: out (B, C, H/2, W/2); arg int8 (maxpool2x2_kernel)."""
+    return maxpool2x2_kernel(x, False)
+
+
+def relu_maxpool2x2_forward_numba(x):
+    """maxpool2x2(relu(x)) and its routing in one pass (maxpool2x2_kernel with relu)."""
+    return maxpool2x2_kernel(x, True)
+
+
+def maxpool2x2_forward_numpy(x):
+    """Reference for maxpool2x2_forward_numba."""
+    B, C, H, W = x.shape
+    win = x.reshape(B, C, H // 2, 2, W // 2, 2).transpose(0, 1, 2, 4, 3, 5).reshape(B, C, H // 2, W // 2, 4)
+    arg = np.argmax(win, axis=-1)
+    return np.take_along_axis(win, arg[..., None], axis=-1)[..., 0], arg.astype(np.int8)
 
 
 @numba.njit(**_NJIT_PAR)
-def relu_maxpool2x2_backward_numba(dout, arg):
-    """Inputs: dout, arg (B, C, H/2, W/2) (arg from relu_maxpool2x2_forward_numba).
-    Returns dx (B, C, H, W): dout routed to each window's maximum, 0 where arg is -1 and elsewhere."""
+def maxpool2x2_backward_numba(dout, arg):
+    """Inputs: dout, arg (B, C, H/2, W/2).  Returns dx (B, C, H, W): dout routed to each window's max
+    (nowhere where arg is -1: relu_maxpool2x2_forward_numba's windows that ReLU blocks)."""
     B, C, H2, W2 = dout.shape
     dx = np.zeros((B, C, 2 * H2, 2 * W2), dtype=dout.dtype)
     for t in prange(B * C):
@@ -648,6 +602,15 @@ def relu_maxpool2x2_backward_numba(dout, arg):
                 if a >= 0:
                     dx[n, c, 2 * i + a // 2, 2 * j + a % 2] = dout[n, c, i, j]
     return dx
+
+
+relu_maxpool2x2_backward_numba = maxpool2x2_backward_numba
+
+
+def relu_maxpool2x2_forward_numpy(x):
+    """Reference for relu_maxpool2x2_forward_numba: maxpool of relu, with arg -1 where nothing passes."""
+    out, arg = maxpool2x2_forward_numpy(np.maximum(x, 0).astype(x.dtype, copy=False))
+    return out, np.where(out > 0, arg, -1).astype(np.int8)
 
 
 def relu_maxpool2x2_backward_numpy(dout, arg):
