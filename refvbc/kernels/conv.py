@@ -592,15 +592,18 @@ def maxpool2x2_backward_numba(dout, arg):
     """Inputs: dout, arg (B, C, H/2, W/2).  Returns dx (B, C, H, W): dout routed to each window's max
     (nowhere where arg is -1: relu_maxpool2x2_forward_numba's windows that ReLU blocks)."""
     B, C, H2, W2 = dout.shape
-    dx = np.zeros((B, C, 2 * H2, 2 * W2), dtype=dout.dtype)
+    dx = np.empty((B, C, 2 * H2, 2 * W2), dtype=dout.dtype)  # every element written once below
     for t in prange(B * C):
         n = t // C
         c = t - n * C
         for i in range(H2):
             for j in range(W2):
                 a = arg[n, c, i, j]
-                if a >= 0:
-                    dx[n, c, 2 * i + a // 2, 2 * j + a % 2] = dout[n, c, i, j]
+                d = dout[n, c, i, j]
+                dx[n, c, 2 * i, 2 * j] = d if a == 0 else 0
+                dx[n, c, 2 * i, 2 * j + 1] = d if a == 1 else 0
+                dx[n, c, 2 * i + 1, 2 * j] = d if a == 2 else 0
+                dx[n, c, 2 * i + 1, 2 * j + 1] = d if a == 3 else 0
     return dx
 
 
