@@ -14,7 +14,8 @@ training steps of refvbc.train.train_epoch (noise drawn as training draws it) an
 (10000 images, pruning masks as a training run computes them), float32, synthetic data.
 --json FILE writes the figures as a JSON list of records {"kind": "step"|"epoch", "arch", "phase",
 "dtype", "refvbc_s", "torch_s", "torch_threads", "ratio", "load_avg"} (torch_s: the fastest torch setting
-measured in the run, torch_threads: its thread count, ratio = refvbc_s / torch_s; null for epochs).
+measured in the run, torch_threads: its thread count, ratio = refvbc_s / torch_s; null for epochs; step
+records add "gflop", the GEMM work of the step; one "sgemm" record gives numpy's sgemm GFLOP/s).
 
 Both implementations draw their noise inside the timed step, as a training epoch does: refvbc with
 models.draw_noise (the seeded numba generator, into reused buffers), PyTorch with torch.randn.
@@ -369,6 +370,35 @@ def bench_noise(arch, torch):
     return s
 
 
+def step_gflop(arch, phase, batch=BATCH):
+    """GEMM GFLOP of one training step: per layer the forward products (mean, and variance for vd /
+    vdsws), the weight gradients and, except for the first layer, the input gradients (2 M N K each)."""
+    n_paths = 2 if phase in ("vd", "vdsws") else 1
+    total = 0.0
+    for i, layer in enumerate(get_arch(arch)):
+        F_ = layer.weight_shape[0]
+        K_ = int(np.prod(layer.weight_shape[1:]))
+        P_ = int(np.prod(layer.preact_shape[1:])) if layer.kind == "conv" else 1
+        one = 2.0 * batch * P_ * K_ * F_
+        total += n_paths * one * (3 if i > 0 else 2)
+    return total / 1e9
+
+
+def sgemm_rate(repeat=20):
+    """numpy float32 GEMM GFLOP/s on LeNet-5's conv2 shape (50x500 @ 500x6400): one thread, and split in
+    two column halves on refvbc's thread pool (how the layers use both cores)."""
+    rng = np.random.default_rng(0)
+    a = rng.random((50, 500), dtype=np.float32)
+    b = rng.random((500, 6400), dtype=np.float32)
+    out = np.empty((50, 6400), dtype=np.float32)
+    halves = [np.ascontiguousarray(b[:, :3200]), np.ascontiguousarray(b[:, 3200:])]
+    outs = [np.empty((50, 3200), dtype=np.float32) for _ in halves]
+    flop = 2.0 * 50 * 500 * 6400
+    one = time_steps(lambda: np.dot(a, b, out=out), repeat)
+    two = time_steps(lambda: parallel.run_parts(lambda i: np.dot(a, halves[i], out=outs[i]), 2), repeat)
+    return flop / np.median(one) / 1e9, flop / np.median(two) / 1e9
+
+
 def bench_epoch(arch, phase, args):
     """Seconds of one training epoch (train.train_epoch, 600 steps) and of the test evaluation after it."""
     params, lrs, coefs, x, y, rng = make_problem(arch, phase, np.float32)
@@ -425,6 +455,17 @@ def main(args):
                 print(fmt_row(row), flush=True)
     for arch in archs:
         print("# " + bench_noise(arch, torch))
+    for r in records:
+        g = step_gflop(r["arch"], r["phase"])
+        r["gflop"] = g
+        print(f"# GEMM work {r['arch']} {r['phase']} {r['dtype']}: {g:.3f} GFLOP/step, reached "
+              f"{g / r['refvbc_s']:.1f} GFLOP/s over the whole step")
+    s1, s2 = sgemm_rate()
+    print(f"# numpy sgemm on conv2's shape (50x500 @ 500x6400): {s1:.1f} GFLOP/s on one thread, {s2:.1f} GFLOP/s "
+          f"in two halves on refvbc's {parallel.N_THREADS} threads; load {load_list()}")
+    records.append(dict(kind="sgemm", arch=None, phase=None, dtype="float32", gflops_1thread=s1,
+                        gflops_pool=s2, refvbc_s=None, torch_s=None, torch_threads=None, ratio=None,
+                        load_avg=load_list()))
     print(f"# load average at end {load_average()}")
     if args.epoch:
         for arch in archs:
