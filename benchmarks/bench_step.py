@@ -28,7 +28,7 @@ flatters refvbc.
 
 Usage:  python benchmarks/bench_step.py [--arch lenet300|lenet5|all] [--phase vd|vdsws|l2|sws|all]
             [--dtype float32|float64|all] [--steps 30] [--repeat 3] [--threads N] [--device cpu|cuda]
-            [--no-torch] [--epoch] [--json FILE]
+            [--no-torch] [--epoch [--epoch-only]] [--json FILE]
 """
 
 import argparse
@@ -67,6 +67,7 @@ def parse_args(argv=None):
     p.add_argument("--epoch", action="store_true",
                    help="also time one full epoch (600 steps and the test evaluation, float32) per "
                         "architecture and phase (l2, sws, vd, vdsws)")
+    p.add_argument("--epoch-only", action="store_true", help="with --epoch: skip the step table")
     p.add_argument("--json", default=None, metavar="FILE", help="write the figures as JSON records to FILE")
     args = p.parse_args(argv)
     args.torch_thread_list = [int(v) for v in str(args.torch_threads).split(",") if v.strip()]
@@ -337,10 +338,11 @@ def bench_config(arch, phase, dtype, args, torch):
 def step_record(r):
     """The --json record of a bench_config row."""
     rec = dict(kind="step", arch=r["arch"], phase=r["phase"], dtype=r["dtype"], refvbc_s=r["ours"],
-               torch_s=None, torch_threads=None, ratio=None, load_avg=r["load"])
+               torch_s=None, torch_threads=None, ratio=None, load_avg=r["load"], refvbc_cpu_s=r["cpu"])
     if r["torch"]:
         nt, v = min(r["torch"].items(), key=lambda kv: kv[1][0])
-        rec.update(torch_s=v[0], torch_threads=nt, ratio=r["ours"] / v[0])
+        rec.update(torch_s=v[0], torch_threads=nt, ratio=r["ours"] / v[0], torch_cpu_s=v[3],
+                   torch_all={str(k): w[0] for k, w in r["torch"].items()})
     return rec
 
 
@@ -409,13 +411,13 @@ def bench_epoch(arch, phase, args):
     xt = rng.random((N_TEST,) + INPUT_SHAPES[arch]).astype(np.float32)
     yt = rng.integers(0, 10, N_TEST)
     train.train_epoch(cfg, phase, 0, stepper, xs[:2 * BATCH], ys[:2 * BATCH])  # compile outside the timing
-    t0 = time.perf_counter()
+    c0, t0 = time.process_time(), time.perf_counter()
     train.train_epoch(cfg, phase, 1, stepper, xs, ys)
     t1 = time.perf_counter()
     masks = train.prune_masks(arch, stepper.params)
     models.accuracy(arch, stepper.params, xt, yt, masks)
     t2 = time.perf_counter()
-    return t1 - t0, t2 - t1
+    return t1 - t0, t2 - t1, time.process_time() - c0
 
 
 def main(args):
@@ -447,13 +449,20 @@ def main(args):
           "(JIT compile/cache load)  shares of the step  | torch<n>t median s/step [spread] with n threads  "
           "ratio refvbc / fastest torch  load average after the interleaved measurement")
     records = []
-    for arch in archs:
+
+    def save(recs):  # after every record, so that an interrupted run keeps what it measured
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(recs, f, indent=1)
+
+    for arch in [] if args.epoch and args.epoch_only else archs:
         for phase in phases:
             for dt in dtypes:
                 row = bench_config(arch, phase, dt, args, torch)
                 records.append(step_record(row))
+                save(records)
                 print(fmt_row(row), flush=True)
-    for arch in archs:
+    for arch in [] if args.epoch and args.epoch_only else archs:
         print("# " + bench_noise(arch, torch))
     for r in records:
         g = step_gflop(r["arch"], r["phase"])
@@ -470,17 +479,17 @@ def main(args):
     if args.epoch:
         for arch in archs:
             for phase in ["l2", "sws", "vd", "vdsws"]:
-                tr, ev = bench_epoch(arch, phase, args)
+                tr, ev, cpu = bench_epoch(arch, phase, args)
                 load = load_list()
                 records.append(dict(kind="epoch", arch=arch, phase=phase, dtype="float32", refvbc_s=tr + ev,
-                                    train_s=tr, eval_s=ev, torch_s=None, torch_threads=None, ratio=None,
-                                    load_avg=load))
+                                    train_s=tr, eval_s=ev, cpu_s=cpu, torch_s=None, torch_threads=None,
+                                    ratio=None, load_avg=load))
+                save(records)
                 print(f"epoch {arch:<9} {phase:<6} float32: {tr + ev:6.1f} s = {STEPS_PER_EPOCH} steps "
                       f"{tr:.1f} s ({tr / STEPS_PER_EPOCH:.4f} s/step incl. noise) + test evaluation "
-                      f"{ev:.1f} s; load {load}", flush=True)
+                      f"{ev:.1f} s; process CPU {cpu:.1f} s; load {load}", flush=True)
+    save(records)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(records, f, indent=1)
         print(f"# wrote {len(records)} records to {args.json}")
     return 0
 

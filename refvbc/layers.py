@@ -17,10 +17,16 @@ Variational layers follow shared/spec/objective.md, "Variational layer (training
 reparameterization":  m = x θᵀ + b (dense) or conv(x, θ) + b (conv),  v = (x⊙x)(exp s)ᵀ or
 conv(x⊙x, exp s),  y = m + sqrt(v + 1e-8) ⊙ ε.
 
-Convolutions run on the numba kernels of refvbc/kernels/conv.py (im2col/col2im, fused transposes) with the
-GEMMs in BLAS (np.dot on contiguous arrays). The variational conv shares one im2col pass between the mean
-and the variance path: im2col(x⊙x) = im2col(x) ⊙ im2col(x); it works in the (K, B*P) "columns" layout
-(kernels/conv.py), where every copy between layouts runs over contiguous runs of memory.
+Convolutions (valid, stride 1) run in the (K, B*P) "columns" layout of refvbc/kernels/conv.py: the batch
+is cut into parts of PART_IMAGES images (a function of B only), and each part, on one thread of
+refvbc.parallel, does one im2col pass that writes the columns of x and of x⊙x (im2col(x⊙x) =
+im2col(x)⊙im2col(x)), the GEMMs in single-threaded BLAS (np.dot into reused buffers), and one fused numba
+pass for the output (bias, sqrt(v + 1e-8), ε); backward likewise (one fused pass dout -> dm, dv, the
+weight-gradient and dx GEMMs, one col2im pass), the parts' weight gradients summed in part order. The
+deterministic conv takes the same path without the variance half. The dense layers split their GEMMs
+into DENSE_PARTS row ranges when large. Results do not depend on the thread count.
+Optional workspace: conv2d_forward / vconv2d_forward take ws (a dict) to keep their buffers from call to
+call (the training step passes one per layer); without it every call allocates afresh.
 """
 
 import numpy as np

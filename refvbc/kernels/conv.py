@@ -14,7 +14,10 @@ Shape legend
                  nchw layout (B, F, OH, OW) is what the layers return.
 
 Division of labour (see refvbc/layers.py): the GEMMs go to BLAS via np.dot on contiguous arrays; the data
-movement (im2col, col2im, rows <-> nchw transposes fused with the elementwise work) is done here.
+movement (im2col, col2im, layout changes fused with the elementwise work) is done here. The layers use the
+serial "columns" kernels (`*_into`, one call per batch part and thread); the rows-layout kernels
+(`im2col_pair_numba`, `col2im_pair_numba`, `rows_to_nchw_bias_numba`, `nchw_to_rows_numba`) are no longer
+on the layers' path and stay as tested alternatives.
 Every kernel is a plain-Python function compiled with numba.njit(cache=True), no fastmath; parallel loops
 (prange) only write disjoint slices, so there are no races. Every kernel has a NumPy reference
 (`*_numpy`) that tests/test_kernels_conv.py compares against; `conv2d_forward_numpy` and
