@@ -99,6 +99,17 @@ _pool = None
 _pool_lock = threading.Lock()
 
 
+def _forget_pool_after_fork():
+    """A forked child has none of the parent's pool threads: start a fresh pool when it needs one."""
+    global _pool, _pool_lock
+    _pool = None
+    _pool_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool_after_fork)
+
+
 def _get_pool():
     global _pool
     if _pool is None:

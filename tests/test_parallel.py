@@ -43,3 +43,11 @@ def test_run_parts_order_and_split():
     assert parallel.split(10, 3) == [(0, 4), (4, 7), (7, 10)]
     assert parallel.split(2, 5) == [(0, 1), (1, 2)]
     assert parallel.run_parts(lambda i: i * i, 7) == [0, 1, 4, 9, 16, 25, 36]
+
+
+def test_pool_works_in_a_forked_child():
+    import multiprocessing as mp
+    parallel.run_parts(lambda i: i, 4)  # the parent's pool exists before the fork
+    ctx = mp.get_context("fork")
+    with ctx.Pool(1) as pool:
+        assert pool.apply(parallel.run_parts, (abs, 3)) == [0, 1, 2]
