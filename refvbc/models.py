@@ -10,8 +10,7 @@ Shape legend
     params       flat dict: "<layer>.theta", "<layer>.bias", ["<layer>.log_sigma2"], ["gmm.*"]
 
 Network: every layer but the last is followed by ReLU; conv layers by ReLU then 2x2 max-pool (one
-fused layer, layers.relu_maxpool2x2_*); the
-conv->dense boundary flattens in (C, H, W) order.
+fused layer, layers.relu_maxpool2x2_*); the conv->dense boundary flattens in (C, H, W) order.
 """
 
 import numpy as np
