@@ -3,3 +3,5 @@
 handwritten forward/backward passes, and a real compressed-model file format."""
 
 __version__ = "0.1.0"
+
+from . import parallel  # noqa: F401,E402  (thread policy: single-threaded BLAS, numba workqueue layer)

@@ -17,15 +17,28 @@ Variational layers follow docs/objective.md, "Variational layer (training), loca
 reparameterization":  m = x θᵀ + b (dense) or conv(x, θ) + b (conv),  v = (x⊙x)(exp s)ᵀ or
 conv(x⊙x, exp s),  y = m + sqrt(v + 1e-8) ⊙ ε.
 
-Convolutions run on the numba kernels of refvbc/kernels/conv.py (im2col/col2im, fused transposes) with the
-GEMMs in BLAS (np.dot on contiguous arrays). The variational conv shares one im2col pass between the mean
-and the variance path: im2col(x⊙x) = im2col(x) ⊙ im2col(x); it works in the (K, B*P) "columns" layout
-(kernels/conv.py), where every copy between layouts runs over contiguous runs of memory.
+Convolutions (valid, stride 1) run in the (K, B*P) "columns" layout of refvbc/kernels/conv.py: the batch
+is cut into parts of PART_IMAGES images (a function of B only), and each part, on one thread of
+refvbc.parallel, does one im2col pass that writes the columns of x and of x⊙x (im2col(x⊙x) =
+im2col(x)⊙im2col(x)), the GEMMs in single-threaded BLAS (np.dot into reused buffers), and one fused numba
+pass for the output (bias, sqrt(v + 1e-8), ε); backward likewise (one fused pass dout -> dm, dv, the
+weight-gradient and dx GEMMs, one col2im pass), the parts' weight gradients summed in part order. The
+deterministic conv takes the same path without the variance half. The dense layers split their GEMMs
+into DENSE_PARTS row ranges when large. Results do not depend on the thread count.
+Optional workspace: conv2d_forward / vconv2d_forward take ws (a dict) to keep their buffers from call to
+call (the training step passes one per layer); without it every call allocates afresh.
 """
 
 import numpy as np
 
+from refvbc import parallel as _par
 from refvbc.kernels import conv as _k
+
+# images per part of a batch in the conv layers (parts run on the threads of refvbc.parallel)
+PART_IMAGES = 25
+# row parts of the dense layers' GEMMs, for layers with at least DENSE_MIN_WORK weights x rows
+DENSE_PARTS = 2
+DENSE_MIN_WORK = 2_000_000
 
 _JITTER = 1e-8  # spec "Variational layer": sqrt(v + 1e-8)
 
@@ -77,7 +90,13 @@ def dense_forward(x, w, b):
     _check_shape(fn, "w", w, (w.shape[0], x.shape[1]))
     _check_shape(fn, "b", b, (w.shape[0],))
     x = np.ascontiguousarray(x)
-    out = x @ w.T + b
+    out = np.empty((x.shape[0], w.shape[0]), dtype=x.dtype)
+
+    def part(r):
+        np.dot(x[r], w.T, out=out[r])
+        out[r] += b
+
+    _dense_parts(part, x.shape[0], w.size)
     return out, (x, w)
 
 
@@ -89,10 +108,12 @@ def dense_backward(dout, cache, need_dx=True):
     fn = "dense_backward"
     _check_dtypes(fn, dout=dout, x=x)
     _check_shape(fn, "dout", dout, (x.shape[0], w.shape[0]))
-    dw = dout.T @ x
-    db = dout.sum(axis=0)
-    dx = dout @ w if need_dx else None
-    return dx, dw, db
+    dw = np.empty(w.shape, dtype=w.dtype)
+    dx = np.empty(x.shape, dtype=x.dtype) if need_dx else None
+    _dense_parts(lambda r: np.dot(dout[:, r].T, x, out=dw[r]), w.shape[0], w.size)
+    if need_dx:
+        _dense_parts(lambda r: np.dot(dout[r], w, out=dx[r]), x.shape[0], w.size)
+    return dx, dw, dout.sum(axis=0)
 
 
 def vdense_forward(x, theta, log_sigma2, b, eps):
@@ -113,11 +134,17 @@ def vdense_forward(x, theta, log_sigma2, b, eps):
     x = np.ascontiguousarray(x)
     x_sq = x * x
     es = np.exp(log_sigma2)
-    m = x @ theta.T
-    m += b
-    v = x_sq @ es.T
-    std = np.sqrt(v + dtype.type(_JITTER))
-    y = m + std * eps
+    B, n_out = eps.shape
+    y = np.empty((B, n_out), dtype=dtype)
+    std = np.empty((B, n_out), dtype=dtype)
+    jitter = dtype.type(_JITTER)
+
+    def part(r):  # rows r of the batch: both GEMMs, then y = m + b + sqrt(v + 1e-8) ⊙ ε in one pass
+        m = np.dot(x[r], theta.T)
+        v = np.dot(x_sq[r], es.T)
+        _k.vdense_output_into(m, v, b, eps[r], jitter, y[r], std[r])
+
+    _dense_parts(part, B, theta.size)
     return y, (x, x_sq, theta, es, eps, std)
 
 
@@ -132,15 +159,34 @@ def vdense_backward(dout, cache, need_dx=True):
     fn = "vdense_backward"
     _check_dtypes(fn, dout=dout, x=x)
     _check_shape(fn, "dout", dout, eps.shape)
-    dv = dout * eps / (2 * std)
-    dtheta = dout.T @ x
-    dlog_sigma2 = es * (dv.T @ x_sq)
-    db = dout.sum(axis=0)
-    dx = None
+    B, n_out = dout.shape
+    dout = np.ascontiguousarray(dout)
+    dv = np.empty_like(dout)
+    _k.vdense_dv_into(dout, eps, std, dv)  # dv = dout ⊙ ε / (2 std)
+    dtheta = np.empty(theta.shape, dtype=theta.dtype)
+    dlog_sigma2 = np.empty(theta.shape, dtype=theta.dtype)
+    dx = np.empty(x.shape, dtype=x.dtype) if need_dx else None
+
+    def part_w(r):  # output rows r of the weight gradients
+        np.dot(dout[:, r].T, x, out=dtheta[r])
+        np.dot(dv[:, r].T, x_sq, out=dlog_sigma2[r])
+        dlog_sigma2[r] *= es[r]
+
+    def part_x(r):  # batch rows r of dx
+        np.dot(dout[r], theta, out=dx[r])
+        dx[r] += 2 * x[r] * np.dot(dv[r], es)
+
+    _dense_parts(part_w, n_out, theta.size)
     if need_dx:
-        dx = dout @ theta
-        dx += 2 * x * (dv @ es)
-    return dx, dtheta, dlog_sigma2, db
+        _dense_parts(part_x, B, theta.size)
+    return dx, dtheta, dlog_sigma2, dout.sum(axis=0)
+
+
+def _dense_parts(part, n, work):
+    """Run part(rows) over DENSE_PARTS row ranges of n rows when the layer is large (work = weights),
+    else over all rows at once (a function of the shapes only, never of the thread count)."""
+    parts = _par.split(n, DENSE_PARTS if work * n >= DENSE_MIN_WORK else 1)
+    _par.run_parts(lambda i: part(slice(*parts[i])), len(parts))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -161,65 +207,138 @@ def _check_conv_args(fn, x, w, b):
     return B, C, H, W, F, kh, kw, H - kh + 1, W - kw + 1
 
 
-def conv2d_forward(x, w, b):
+def _buf(ws, key, shape, dtype):
+    """A (F, N)-style scratch array: fresh without a workspace, else the one kept in ws[key] (reused across
+    steps when shape and dtype match)."""
+    if ws is None:
+        return np.empty(shape, dtype=dtype)
+    a = ws.get(key)
+    if a is None or a.shape != shape or a.dtype != dtype:
+        a = ws[key] = np.empty(shape, dtype=dtype)
+    return a
+
+
+def _conv_parts(B):
+    """Image ranges of the parts of a batch (PART_IMAGES images each; a function of B only)."""
+    return _par.split(B, -(-B // PART_IMAGES))
+
+
+def _conv_forward(fn, x, w, es2, b, eps, ws):
+    """Shared forward of conv2d_forward (es2, eps None) and vconv2d_forward: per part of the batch, one
+    im2col pass (x and x⊙x columns), the GEMMs w2 @ colsT (and exp(s) @ colsT_sq), one fused output pass."""
+    B, C, H, W, F, kh, kw, OH, OW = _check_conv_args(fn, x, w, b)
+    dtype = x.dtype
+    x = np.ascontiguousarray(x)
+    b = np.ascontiguousarray(b)
+    w2 = np.ascontiguousarray(w).reshape(F, -1)
+    K, P = w2.shape[1], OH * OW
+    var = es2 is not None
+    parts = _conv_parts(B)
+    y = _buf(ws, "y", (B, F, OH, OW), dtype)
+    std = _buf(ws, "std", (B, F, OH, OW) if var else (0,), dtype)
+    if var:
+        eps = np.ascontiguousarray(eps)
+        jitter = dtype.type(_JITTER)
+    cols = [None] * len(parts)
+
+    def part(i):
+        s, e = parts[i]
+        n = (e - s) * P
+        colsT = _buf(ws, ("colsT", i), (K, n), dtype)
+        colsT_sq = _buf(ws, ("colsT_sq", i), (K if var else 0, n), dtype)
+        _k.im2col_t_into(x[s:e], kh, kw, colsT, colsT_sq, var)
+        m_t = np.dot(w2, colsT, out=_buf(ws, ("m_t", i), (F, n), dtype))
+        if var:
+            v_t = np.dot(es2, colsT_sq, out=_buf(ws, ("v_t", i), (F, n), dtype))
+            _k.vconv_output_t_into(m_t, v_t, b, eps[s:e], jitter, y[s:e], std[s:e])
+        else:
+            _k.conv_output_t_into(m_t, b, y[s:e])
+        cols[i] = (colsT, colsT_sq)
+
+    _par.run_parts(part, len(parts))
+    return y, (x, w2, es2, eps, std, cols, parts, w.shape, ws)
+
+
+def _conv_backward(fn, dout, cache, need_dx):
+    """Shared backward of conv2d_backward and vconv2d_backward (see their docstrings); per part: one fused
+    pass dout -> (dm, dv) columns, the weight-gradient GEMMs, the dx GEMMs and one col2im pass; the parts'
+    weight gradients are summed in part order."""
+    x, w2, es2, eps, std, cols, parts, w_shape, ws = cache
+    _check_dtypes(fn, dout=dout, x=x)
+    B, _, H, W = x.shape
+    F, _, kh, kw = w_shape
+    _check_shape(fn, "dout", dout, (B, F, H - kh + 1, W - kw + 1))
+    dtype = x.dtype
+    var = es2 is not None
+    dout = np.ascontiguousarray(dout)
+    P = dout.shape[2] * dout.shape[3]
+    K = w2.shape[1]
+    dx = np.empty(x.shape, dtype=dtype) if need_dx else None
+    no_eps = np.empty((0,), dtype=dtype)
+
+    def part(i):
+        s, e = parts[i]
+        n = (e - s) * P
+        colsT, colsT_sq = cols[i]
+        dm = _buf(ws, ("dm", i), (F, n), dtype)
+        dv = _buf(ws, ("dv", i), (F if var else 0, n), dtype)
+        _k.vconv_dout_t_into(dout[s:e], eps[s:e] if var else no_eps, std[s:e] if var else no_eps, dm, dv)
+        gw = np.dot(colsT, dm.T)                     # (K, F): this orientation runs ~25% faster in BLAS
+        gs = np.dot(colsT_sq, dv.T) if var else None
+        gb = dm.sum(axis=1)
+        if need_dx:
+            dcolsT = np.dot(w2.T, dm, out=_buf(ws, ("dcolsT", i), (K, n), dtype))
+            dcolsT_sq = np.dot(es2.T, dv, out=_buf(ws, ("dcolsT_sq", i), (K, n), dtype)) if var else dcolsT
+            _k.col2im_t_into(dcolsT, dcolsT_sq, x[s:e], kh, kw, var, dx[s:e])
+        return gw, gs, gb
+
+    res = _par.run_parts(part, len(parts))
+    gw, gs, gb = res[0]
+    for r in res[1:]:
+        gw += r[0]
+        gb += r[2]
+        if var:
+            gs += r[1]
+    return (dx, np.ascontiguousarray(gw.T).reshape(w_shape), (es2 * gs.T).reshape(w_shape) if var else None,
+            gb)
+
+
+def conv2d_forward(x, w, b, ws=None):
     """Convolution (cross-correlation, PyTorch conv2d semantics), valid padding, stride 1.
 
-    Inputs:  x (B, C, H, W); w (F, C, kh, kw); b (F,).
+    Inputs:  x (B, C, H, W); w (F, C, kh, kw); b (F,); ws: optional workspace dict whose buffers are reused
+             from call to call (the output and the cache then live in it until the next call with ws).
     Returns: out (B, F, OH, OW); cache.
     """
     fn = "conv2d_forward"
     _check_dtypes(fn, x=x, w=w, b=b)
-    B, C, H, W, F, kh, kw, OH, OW = _check_conv_args(fn, x, w, b)
-    x = np.ascontiguousarray(x)
-    w2 = np.ascontiguousarray(w).reshape(F, -1)
-    cols, _ = _k.im2col_pair_numba(x, kh, kw, False)          # (B*P, K)
-    m_rows = np.dot(cols, w2.T)                                 # (B*P, F), BLAS
-    out = _k.rows_to_nchw_bias_numba(m_rows, np.ascontiguousarray(b), B, OH, OW)
-    return out, (x.shape, cols, w2, w.shape)
+    return _conv_forward(fn, x, w, None, b, None, ws)
 
 
 def conv2d_backward(dout, cache, need_dx=True):
     """Inputs:  dout (B, F, OH, OW); cache from conv2d_forward; need_dx.
     Returns: dx (B, C, H, W) or None, dw (F, C, kh, kw), db (F,).
     """
-    x_shape, cols, w2, w_shape = cache
-    fn = "conv2d_backward"
-    _check_dtypes(fn, dout=dout, cols=cols)
-    B, _, H, W = x_shape
-    F, _, kh, kw = w_shape
-    _check_shape(fn, "dout", dout, (B, F, H - kh + 1, W - kw + 1))
-    d_rows = _k.nchw_to_rows_numba(np.ascontiguousarray(dout))  # (B*P, F)
-    dw = np.dot(d_rows.T, cols).reshape(w_shape)
-    db = d_rows.sum(axis=0)
-    dx = None
-    if need_dx:
-        dcols = np.dot(d_rows, w2)                              # (B*P, K)
-        dx = _k.col2im_numba(dcols, x_shape, kh, kw)
+    dx, dw, _, db = _conv_backward("conv2d_backward", dout, cache, need_dx)
     return dx, dw, db
 
 
-def vconv2d_forward(x, theta, log_sigma2, b, eps):
+def vconv2d_forward(x, theta, log_sigma2, b, eps, ws=None):
     """Variational convolution with local reparameterization (spec "Variational layer"):
     m = conv(x, θ) + b, v = conv(x⊙x, exp s), y = m + sqrt(v + 1e-8) ⊙ ε.
+    The columns of x⊙x are the squares of the columns of x (one im2col pass for both paths).
 
-    Inputs:  x (B, C, H, W); theta, log_sigma2 (F, C, kh, kw); b (F,); eps (B, F, OH, OW).
+    Inputs:  x (B, C, H, W); theta, log_sigma2 (F, C, kh, kw); b (F,); eps (B, F, OH, OW); ws as in
+             conv2d_forward.
     Returns: y (B, F, OH, OW); cache.
     """
     fn = "vconv2d_forward"
-    dtype = _check_dtypes(fn, x=x, theta=theta, log_sigma2=log_sigma2, b=b, eps=eps)
+    _check_dtypes(fn, x=x, theta=theta, log_sigma2=log_sigma2, b=b, eps=eps)
     B, C, H, W, F, kh, kw, OH, OW = _check_conv_args(fn, x, theta, b)
     _check_shape(fn, "log_sigma2", log_sigma2, theta.shape)
     _check_shape(fn, "eps", eps, (B, F, OH, OW))
-    x = np.ascontiguousarray(x)
-    eps = np.ascontiguousarray(eps)
-    th2 = np.ascontiguousarray(theta).reshape(F, -1)
     es2 = np.exp(log_sigma2).reshape(F, -1)
-    # one pass: im2col(x) and im2col(x)⊙im2col(x), in the (K, B*P) "columns" layout (see kernels/conv.py)
-    colsT, colsT_sq = _k.im2col_t_pair_numba(x, kh, kw, True)
-    m_t = np.dot(th2, colsT)                                    # (F, B*P), BLAS
-    v_t = np.dot(es2, colsT_sq)                                 # (F, B*P)
-    y, std = _k.vconv_output_t_numba(m_t, v_t, np.ascontiguousarray(b), eps, dtype.type(_JITTER))
-    return y, (x, colsT, colsT_sq, th2, es2, eps, std, theta.shape)
+    return _conv_forward(fn, x, theta, es2, b, eps, ws)
 
 
 def vconv2d_backward(dout, cache, need_dx=True):
@@ -230,21 +349,7 @@ def vconv2d_backward(dout, cache, need_dx=True):
     Inputs:  dout (B, F, OH, OW); cache; need_dx.
     Returns: dx (B, C, H, W) or None, dtheta (F, C, kh, kw), dlog_sigma2 (F, C, kh, kw), db (F,).
     """
-    x, colsT, colsT_sq, th2, es2, eps, std, w_shape = cache
-    fn = "vconv2d_backward"
-    _check_dtypes(fn, dout=dout, x=x)
-    _check_shape(fn, "dout", dout, eps.shape)
-    kh, kw = w_shape[2:]
-    dm, dv = _k.vconv_dout_t_numba(np.ascontiguousarray(dout), eps, std)   # (F, B*P) each
-    dtheta = np.dot(dm, colsT.T).reshape(w_shape)
-    dlog_sigma2 = (es2 * np.dot(dv, colsT_sq.T)).reshape(w_shape)
-    db = dm.sum(axis=1)
-    dx = None
-    if need_dx:
-        dcolsT = np.dot(th2.T, dm)                               # (K, B*P)
-        dcolsT_sq = np.dot(es2.T, dv)
-        dx = _k.col2im_t_pair_numba(dcolsT, dcolsT_sq, x, kh, kw, True)
-    return dx, dtheta, dlog_sigma2, db
+    return _conv_backward("vconv2d_backward", dout, cache, need_dx)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -266,28 +371,49 @@ def relu_backward(dout, cache):
                                   np.ascontiguousarray(x).reshape(-1)).reshape(x.shape)
 
 
+def _pool_forward(fn, x, kernel):
+    _check_dtypes(fn, x=x)
+    _check_ndim(fn, "x", x, 4, "(B, C, H, W)")
+    if x.shape[2] % 2 or x.shape[3] % 2:
+        raise ValueError(f"{fn}: x has shape {x.shape}, expected even H and W")
+    out, arg = kernel(np.ascontiguousarray(x))
+    return out, (arg, x.shape)
+
+
+def _pool_backward(fn, dout, cache):
+    arg, x_shape = cache
+    _check_dtypes(fn, dout=dout)
+    _check_shape(fn, "dout", dout, arg.shape)
+    return _k.maxpool2x2_backward_numba(np.ascontiguousarray(dout), arg)
+
+
 def maxpool2x2_forward(x):
     """2x2 max-pooling, stride 2 (numba kernel; ties go to the first maximum in row-major order).
 
     Inputs:  x (B, C, H, W), H and W even.
     Returns: out (B, C, H/2, W/2); cache.
     """
-    fn = "maxpool2x2_forward"
-    _check_dtypes(fn, x=x)
-    _check_ndim(fn, "x", x, 4, "(B, C, H, W)")
-    if x.shape[2] % 2 or x.shape[3] % 2:
-        raise ValueError(f"{fn}: x has shape {x.shape}, expected even H and W")
-    out, arg = _k.maxpool2x2_forward_numba(np.ascontiguousarray(x))
-    return out, (arg, x.shape)
+    return _pool_forward("maxpool2x2_forward", x, _k.maxpool2x2_forward_numba)
 
 
 def maxpool2x2_backward(dout, cache):
     """Inputs: dout (B, C, H/2, W/2); cache.  Returns: dx (B, C, H, W)."""
-    arg, x_shape = cache
-    fn = "maxpool2x2_backward"
-    _check_dtypes(fn, dout=dout)
-    _check_shape(fn, "dout", dout, arg.shape)
-    return _k.maxpool2x2_backward_numba(np.ascontiguousarray(dout), arg)
+    return _pool_backward("maxpool2x2_backward", dout, cache)
+
+
+def relu_maxpool2x2_forward(x):
+    """ReLU then 2x2 max-pooling, stride 2, in one numba pass (what every conv layer but the last is
+    followed by): out = maxpool2x2(relu(x)), with the same routing of the gradient.
+
+    Inputs:  x (B, C, H, W), H and W even.
+    Returns: out (B, C, H/2, W/2); cache.
+    """
+    return _pool_forward("relu_maxpool2x2_forward", x, _k.relu_maxpool2x2_forward_numba)
+
+
+def relu_maxpool2x2_backward(dout, cache):
+    """Inputs: dout (B, C, H/2, W/2); cache.  Returns: dx (B, C, H, W) (0 where ReLU or the pool block)."""
+    return _pool_backward("relu_maxpool2x2_backward", dout, cache)
 
 
 def flatten_forward(x):

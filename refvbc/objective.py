@@ -39,13 +39,14 @@ def _masked_params(net, params):
 
 def loss_and_grads(arch, params, x, y, noise=None, tau1=1.0, tau2=0.0, n_data=N_TRAIN,
                    weight_decay=0.0, pi0=PI0, gamma_alpha=GAMMA_ALPHA, gamma_beta=GAMMA_BETA,
-                   mask_pruned=False):
+                   mask_pruned=False, ws=None):
     """Loss of the spec and its gradient for every parameter.
 
     Inputs:  arch; params dict; x (B, ...) ; y (B,) int; noise dict or None; coefficients;
              mask_pruned: (option, off in the spec's loss) weights that priors.keep_mask prunes
              (alpha >= 19) are zero in the forward pass, mean and variance, as in Molchanov et al.'s
-             code; they get no gradient from the data term, the prior terms still see them.
+             code; they get no gradient from the data term, the prior terms still see them;
+             ws: optional workspace dict for models.forward (buffers reused from step to step).
     Returns: loss (float), parts {"ce", "kl", "log_prior", "l2"} (unscaled sums; kl and log_prior are
              the spec's KL_VD and sum log GM + sum log Gamma), logits (B, 10), grads {name: array}.
     """
@@ -68,7 +69,7 @@ def loss_and_grads(arch, params, x, y, noise=None, tau1=1.0, tau2=0.0, n_data=N_
     fparams = params
     if mask_pruned and variational:
         masks, fparams = _masked_params(net, params)
-    logits, caches = models.forward(arch, fparams, x, noise=noise)
+    logits, caches = models.forward(arch, fparams, x, noise=noise, ws=ws)
     ce, ce_cache = layers.softmax_ce_forward(logits, y)
     grads = models.backward(arch, layers.softmax_ce_backward(1.0, ce_cache), caches)
     if masks is not None:

@@ -7,8 +7,12 @@ Shape legend: params / grads / state are flat dicts keyed by parameter name; eac
 
 import numpy as np
 
+from . import parallel as _par
 from .arch import param_group
 from .kernels.adam import adam_update
+
+# tensors with at least this many entries are updated in two halves (on two threads)
+PARALLEL_MIN = 65536
 
 # Paper Table 3 (VD / VD+SWS phases).
 TABLE3_LR = {"theta": 5e-5, "bias": 5e-5, "log_sigma2": 1e-4, "mu": 1e-4, "log_lambda": 1e-4,
@@ -49,6 +53,7 @@ class Adam:
         bc1 = 1.0 - self.beta1 ** t
         bc2 = 1.0 - self.beta2 ** t
         update = adam_update if self.use_numba else adam_update_numpy
+        jobs = []
         for name, g in grads.items():
             lr = self.lrs.get(param_group(name))
             if lr is None or lr == 0.0:
@@ -62,9 +67,17 @@ class Adam:
                 self.m[name] = np.zeros_like(p)
                 self.v[name] = np.zeros_like(p)
             dt = p.dtype.type
-            update(p.reshape(-1), np.ascontiguousarray(g, dtype=p.dtype).reshape(-1),
-                   self.m[name].reshape(-1), self.v[name].reshape(-1), dt(lr), dt(self.beta1),
-                   dt(self.beta2), dt(self.eps), dt(bc1), dt(bc2))
+            arrays = (p.reshape(-1), np.ascontiguousarray(g, dtype=p.dtype).reshape(-1),
+                      self.m[name].reshape(-1), self.v[name].reshape(-1))
+            scalars = (dt(lr), dt(self.beta1), dt(self.beta2), dt(self.eps), dt(bc1), dt(bc2))
+            # elementwise: slices of a large tensor can run on different threads with the same result
+            for s0, s1 in _par.split(p.size, 2 if self.use_numba and p.size >= PARALLEL_MIN else 1):
+                jobs.append(tuple(a[s0:s1] for a in arrays) + scalars)
+        if self.use_numba:
+            _par.run_parts(lambda i: update(*jobs[i]), len(jobs))
+        else:
+            for job in jobs:
+                update(*job)
 
     def state_dict(self):
         """Arrays for a checkpoint: {"adam.step": int array, "adam.m/<name>": ..., "adam.v/<name>": ...}."""

@@ -235,11 +235,12 @@ class CpuStepper:
 
     def __init__(self, arch, params, opt, coefs, n_data):
         self.arch, self.params, self.opt, self.coefs, self.n_data = arch, params, opt, coefs, n_data
+        self.ws = {}  # the layers' buffers, reused from step to step
 
     def step(self, x, y, noise):
         """Returns loss (float), parts (dict), logits (B, 10) of the minibatch before the update."""
         loss, parts, logits, grads = loss_and_grads(self.arch, self.params, x, y, noise,
-                                                    n_data=self.n_data, **self.coefs)
+                                                    n_data=self.n_data, ws=self.ws, **self.coefs)
         if np.isfinite(loss):
             self.opt.step(self.params, grads)
         return loss, parts, logits
@@ -272,9 +273,10 @@ def train_epoch(cfg, phase, epoch, stepper, x, y):
     tot = {"loss": 0.0, "ce": 0.0, "kl": 0.0, "log_prior": 0.0, "l2": 0.0}
     correct = 0
     nb = 0
+    noise_buf = {}  # one set of noise arrays, refilled every step
     for idx in batches(x.shape[0], cfg.batch_size, rng):
         xb, yb = x[idx], y[idx]
-        noise = models.draw_noise(cfg.arch, len(idx), rng, dtype) if variational else None
+        noise = models.draw_noise(cfg.arch, len(idx), rng, dtype, out=noise_buf) if variational else None
         loss, parts, logits = stepper.step(xb, yb, noise)
         if not np.isfinite(loss):
             raise RunError(f"{phase} epoch {epoch + 1}: loss became {loss} (parts {parts})")

@@ -162,3 +162,63 @@ def test_relu_backward_kernel_matches_numpy(dtype):
     got = K.relu_backward_numba(d, x)
     assert got.dtype == dtype
     np.testing.assert_array_equal(got, K.relu_backward_numpy(d, x))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(2, 3, 4, 6), (5, 20, 24, 24), (1, 1, 2, 2)])
+def test_relu_maxpool_fused_matches_relu_then_pool(dtype, shape):
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal(shape).astype(dtype)
+    x[..., ::3, ::2] = 0.0                      # ties and zeros
+    x[0, 0, :2, :2] = -1.0                      # an all-negative window
+    x.reshape(-1)[5::7] = x.reshape(-1)[4::7][:x.reshape(-1)[5::7].size]  # equal neighbours
+    out, arg = K.relu_maxpool2x2_forward_numba(x)
+    ro, ra = K.relu_maxpool2x2_forward_numpy(x)
+    np.testing.assert_array_equal(out, ro, err_msg="relu_maxpool forward vs NumPy twin")
+    np.testing.assert_array_equal(arg, ra, err_msg="relu_maxpool arg vs NumPy twin")
+    d = rng.standard_normal(out.shape).astype(dtype)
+    dx = K.relu_maxpool2x2_backward_numba(d, arg)
+    np.testing.assert_array_equal(dx, K.relu_maxpool2x2_backward_numpy(d, arg), err_msg="backward vs twin")
+    # the layer pair against the separate ReLU and max-pool layers (each checked by central differences)
+    lo, lc = L.relu_maxpool2x2_forward(x)
+    r1, c1 = L.relu_forward(x)
+    p1, c2 = L.maxpool2x2_forward(r1)
+    np.testing.assert_array_equal(lo, p1, err_msg="relu_maxpool2x2_forward vs maxpool(relu)")
+    np.testing.assert_array_equal(L.relu_maxpool2x2_backward(d, lc), L.relu_backward(L.maxpool2x2_backward(d, c2), c1),
+                                  err_msg="relu_maxpool2x2_backward vs relu_backward(maxpool_backward)")
+    assert lo.dtype == dtype
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", CONV_SHAPES)
+def test_conv_output_and_dout_without_noise_match_numpy(shape, dtype):
+    B, C, H, W, F, kh, kw = shape
+    rng = np.random.default_rng(7 + sum(shape))
+    OH, OW = H - kh + 1, W - kw + 1
+    m = rng.standard_normal((F, B * OH * OW)).astype(dtype)
+    b = rng.standard_normal(F).astype(dtype)
+    out = np.empty((B, F, OH, OW), dtype=dtype)
+    K.conv_output_t_into(m, b, out)
+    np.testing.assert_array_equal(out, K.conv_output_t_numpy(m, b, OH, OW), err_msg="conv_output_t_into")
+    dy = rng.standard_normal((B, F, OH, OW)).astype(dtype)
+    dm = np.empty((F, B * OH * OW), dtype=dtype)
+    empty = np.empty((0,), dtype=dtype)
+    K.vconv_dout_t_into(dy, empty, empty, dm, np.empty((0, B * OH * OW), dtype=dtype))
+    np.testing.assert_array_equal(dm, K.nchw_to_rows_numpy(dy).T, err_msg="vconv_dout_t_into without noise")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(1, 1), (7, 30), (100, 500)])
+def test_vdense_elementwise_kernels_match_numpy(shape, dtype):
+    rng = np.random.default_rng(shape[1])
+    m, eps, dy = (rng.standard_normal(shape).astype(dtype) for _ in range(3))
+    v = rng.random(shape).astype(dtype)
+    b = rng.standard_normal(shape[1]).astype(dtype)
+    y, std = np.empty_like(m), np.empty_like(m)
+    K.vdense_output_into(m, v, b, eps, dtype(1e-8), y, std)
+    yr, sr = K.vdense_output_numpy(m, v, b, eps, dtype(1e-8))
+    np.testing.assert_array_equal(std, sr, err_msg="vdense_output_into std")
+    np.testing.assert_array_equal(y, yr, err_msg="vdense_output_into y")
+    dv = np.empty_like(m)
+    K.vdense_dv_into(dy, eps, std, dv)
+    np.testing.assert_array_equal(dv, K.vdense_dv_numpy(dy, eps, std), err_msg="vdense_dv_into")

@@ -255,3 +255,53 @@ def _f(*s, dtype=np.float64):
 def test_bad_input_raises(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+# ----------------------------------------------------------------------------------------------------
+# the layers cut into parts (refvbc/parallel.py) give what one part gives
+# ----------------------------------------------------------------------------------------------------
+
+
+
+def _layer_outputs(kind, dtype, seed=3):
+    rng = np.random.default_rng(seed)
+    if kind in ("conv", "vconv"):
+        x = rng.standard_normal((6, 3, 9, 8)).astype(dtype)
+        w = (0.3 * rng.standard_normal((4, 3, 3, 2))).astype(dtype)
+        b = rng.standard_normal(4).astype(dtype)
+        ls = rng.uniform(-6, -1, w.shape).astype(dtype)
+        eps = rng.standard_normal((6, 4, 7, 7)).astype(dtype)
+    else:
+        x = rng.standard_normal((6, 40)).astype(dtype)
+        w = (0.3 * rng.standard_normal((30, 40))).astype(dtype)
+        b = rng.standard_normal(30).astype(dtype)
+        ls = rng.uniform(-6, -1, w.shape).astype(dtype)
+        eps = rng.standard_normal((6, 30)).astype(dtype)
+    ws = {}
+    if kind == "conv":
+        y, c = L.conv2d_forward(x, w, b, ws=ws)
+        y = y.copy()
+        grads = L.conv2d_backward(np.cos(y), c)
+    elif kind == "vconv":
+        y, c = L.vconv2d_forward(x, w, ls, b, eps, ws=ws)
+        y = y.copy()
+        grads = L.vconv2d_backward(np.cos(y), c)
+    elif kind == "dense":
+        y, c = L.dense_forward(x, w, b)
+        grads = L.dense_backward(np.cos(y), c)
+    else:
+        y, c = L.vdense_forward(x, w, ls, b, eps)
+        grads = L.vdense_backward(np.cos(y), c)
+    return [y] + list(grads)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kind", ["conv", "vconv", "dense", "vdense"])
+def test_layers_in_parts_match_one_part(kind, dtype, monkeypatch):
+    one = _layer_outputs(kind, dtype)
+    monkeypatch.setattr(L, "PART_IMAGES", 4)     # 6 images: parts of 3 and 3
+    monkeypatch.setattr(L, "DENSE_MIN_WORK", 0)  # dense layers in DENSE_PARTS row parts
+    parts = _layer_outputs(kind, dtype)
+    tol = 1e-6 if dtype == np.float32 else 1e-14
+    for i, (a, b) in enumerate(zip(one, parts)):
+        np.testing.assert_allclose(b, a, rtol=tol, atol=tol, err_msg=f"{kind} output {i}: parts vs one part")

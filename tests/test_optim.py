@@ -92,3 +92,23 @@ def test_state_roundtrip_continues_identically():
 def test_shape_mismatch_is_clear():
     with pytest.raises(ValueError, match="fc1.theta"):
         Adam({"theta": 1.0}).step({"fc1.theta": np.zeros(3)}, {"fc1.theta": np.zeros(4)})
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_large_tensor_in_halves_matches_one_pass(dtype):
+    """Adam.step updates tensors of >= PARALLEL_MIN entries in two halves (two threads): the same numbers
+    as one adam_update call over the whole tensor."""
+    from refvbc import optim
+    rng = np.random.default_rng(4)
+    n = optim.PARALLEL_MIN + 1001
+    p0 = rng.standard_normal(n).astype(dtype)
+    g = rng.standard_normal(n).astype(dtype)
+    opt = Adam({"theta": 1e-2})
+    params = {"fc.theta": p0.copy()}
+    opt.step(params, {"fc.theta": g})
+    p, m, v = p0.copy(), np.zeros(n, dtype), np.zeros(n, dtype)
+    d = dtype
+    adam_update(p, g, m, v, d(1e-2), d(0.9), d(0.999), d(1e-8), d(1 - 0.9), d(1 - 0.999))
+    np.testing.assert_array_equal(params["fc.theta"], p, err_msg="Adam in halves vs one pass")
+    np.testing.assert_array_equal(opt.m["fc.theta"], m, err_msg="first moment")
+    np.testing.assert_array_equal(opt.v["fc.theta"], v, err_msg="second moment")

@@ -8,12 +8,13 @@ import numba
 import numpy as np
 
 
-# Serial on purpose: the largest tensor has 4e5 entries (~0.3 ms on one core, memory-bound);
+# Serial on purpose (Adam.step runs tensors and halves of large ones on refvbc/parallel.py's threads,
+# nogil): the largest tensor has 4e5 entries (~0.3 ms on one core, memory-bound);
 # a parallel region per tensor costs more than that on a loaded 2-core machine, where a descheduled worker
 # thread stalls the barrier for a whole scheduler slice (measured: Adam took 58% of a LeNet-300 step).
 # error_model="numpy": no ZeroDivisionError branch in the loop, so it vectorizes (the denominator is
 # >= eps > 0 anyway).
-@numba.njit(cache=True, error_model="numpy")
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def adam_update(p, g, m, v, lr, beta1, beta2, eps, bias_correction1, bias_correction2):
     """In place: m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
     p -= (lr / bc1) * m / (sqrt(v) / sqrt(bc2) + eps)   (torch.optim.Adam, non-amsgrad)."""

@@ -14,7 +14,10 @@ Shape legend
                  nchw layout (B, F, OH, OW) is what the layers return.
 
 Division of labour (see refvbc/layers.py): the GEMMs go to BLAS via np.dot on contiguous arrays; the data
-movement (im2col, col2im, rows <-> nchw transposes fused with the elementwise work) is done here.
+movement (im2col, col2im, layout changes fused with the elementwise work) is done here. The layers use the
+serial "columns" kernels (`*_into`, one call per batch part and thread); the rows-layout kernels
+(`im2col_pair_numba`, `col2im_pair_numba`, `rows_to_nchw_bias_numba`, `nchw_to_rows_numba`) are no longer
+on the layers' path and stay as tested alternatives.
 Every kernel is a plain-Python function compiled with numba.njit(cache=True), no fastmath; parallel loops
 (prange) only write disjoint slices, so there are no races. Every kernel has a NumPy reference
 (`*_numpy`) that tests/test_kernels_conv.py compares against; `conv2d_forward_numpy` and
@@ -218,68 +221,89 @@ def vconv_dout_numpy(dy, eps, std):
 
 
 # ----------------------------------------------------------------------------------------------------
-# "columns" layout for the variational conv (the fast path of layers.vconv2d_*)
+# "columns" layout: the fast path of layers.conv2d_* and layers.vconv2d_*
 #
-#   colsT   (K, B*P): the transpose of cols; column b*P + oh*OW + ow holds the receptive field of output
-#           position (b, oh, ow). With it the pre-activation comes out of the GEMM w2 (F, K) @ colsT as
-#           (F, B*P), whose rows are contiguous (b, :, :) images, so every copy between layouts, and the
-#           im2col / col2im themselves, run over contiguous OW- or P-long runs (vectorized loads and
-#           stores) instead of scattering single elements as the rows layout does.
+#   colsT   (K, Bc*P): the transpose of cols for a part of Bc images; column n*P + oh*OW + ow holds the
+#           receptive field of output position (n, oh, ow). With it the pre-activation comes out of the GEMM
+#           w2 (F, K) @ colsT as (F, Bc*P), whose rows are contiguous images, so every copy between layouts,
+#           and the im2col / col2im themselves, run over contiguous OW- or P-long runs.
+#
+# These kernels are serial and write into caller-given arrays (`*_into`): the layers cut the batch into
+# parts, run one part per thread of refvbc.parallel (GEMMs in single-threaded BLAS between the kernels)
+# and reuse the buffers across steps. The `*_numba` functions below them allocate and call the same
+# kernels (what the tests compare against the NumPy references).
 # ----------------------------------------------------------------------------------------------------
 
-@numba.njit(**_NJIT_PAR)
-def im2col_t_pair_numba(x, kh, kw, want_sq):
+@numba.njit(**_NJIT)
+def im2col_t_into(x, kh, kw, colsT, colsT_sq, want_sq):
     """colsT = im2col(x).T and, when want_sq, colsT_sq = colsT ⊙ colsT in the same pass.
 
-    Inputs:  x (B, C, H, W) contiguous; kh, kw; want_sq bool.
-    Returns: colsT (K, B*P), colsT_sq (K, B*P) (shape (0, B*P) when not want_sq).
-    Parallel over the K rows (each iteration writes its own row).
+    Inputs:  x (Bc, C, H, W) C-contiguous; kh, kw; colsT (K, Bc*P) and colsT_sq (K, Bc*P) (any shape when
+             not want_sq) written here; want_sq bool.
+    Written as a gather through an offset table (K, P) (offset of x[c, oh+i, ow+j] in one image), so the
+    inner loop runs over all P positions of an image (vectorized gathers) instead of OW-long runs.
     """
     B, C, H, W = x.shape
     OH = H - kh + 1
     OW = W - kw + 1
     P = OH * OW
     K = C * kh * kw
-    colsT = np.empty((K, B * P), dtype=x.dtype)
-    colsT_sq = np.empty((K if want_sq else 0, B * P), dtype=x.dtype)
-    for k in prange(K):
+    off = np.empty((K, P), dtype=np.int32)
+    for k in range(K):
         c = k // (kh * kw)
         ij = k - c * (kh * kw)
         i = ij // kw
         j = ij - i * kw
+        for oh in range(OH):
+            for ow in range(OW):
+                off[k, oh * OW + ow] = (c * H + oh + i) * W + ow + j
+    xf = x.reshape(B, C * H * W)
+    for k in range(K):
         for b in range(B):
-            for oh in range(OH):
-                q = b * P + oh * OW
-                for ow in range(OW):
-                    colsT[k, q + ow] = x[b, c, oh + i, ow + j]
-                if want_sq:
-                    for ow in range(OW):
-                        v = x[b, c, oh + i, ow + j]
-                        colsT_sq[k, q + ow] = v * v
+            q = b * P
+            if want_sq:
+                for p in range(P):
+                    v = xf[b, off[k, p]]
+                    colsT[k, q + p] = v
+                    colsT_sq[k, q + p] = v * v
+            else:
+                for p in range(P):
+                    colsT[k, q + p] = xf[b, off[k, p]]
+
+
+def im2col_t_pair_numba(x, kh, kw, want_sq):
+    """Allocating im2col_t_into: returns colsT (K, B*P), colsT_sq (K, B*P) (shape (0, B*P) when not want_sq)."""
+    x = np.ascontiguousarray(x)
+    B, C, H, W = x.shape
+    N = B * (H - kh + 1) * (W - kw + 1)
+    colsT = np.empty((C * kh * kw, N), dtype=x.dtype)
+    colsT_sq = np.empty((C * kh * kw if want_sq else 0, N), dtype=x.dtype)
+    im2col_t_into(x, kh, kw, colsT, colsT_sq, want_sq)
     return colsT, colsT_sq
 
 
 def im2col_t_numpy(x, kh, kw):
-    """Reference for im2col_t_pair_numba: im2col_numpy(x).T, contiguous (K, B*P)."""
+    """Reference for im2col_t_into: im2col_numpy(x).T, contiguous (K, B*P)."""
     return np.ascontiguousarray(im2col_numpy(x, kh, kw).T)
 
 
-@numba.njit(**_NJIT_PAR)
-def col2im_t_pair_numba(dcolsT, dcolsT_sq, x, kh, kw, with_sq):
-    """Adjoint of im2col_t_pair_numba: dx = col2im(dcolsT) + 2 x ⊙ col2im(dcolsT_sq) (the second term
-    only when with_sq), with dcolsT, dcolsT_sq in the (K, B*P) layout.
+@numba.njit(**_NJIT)
+def col2im_t_into(dcolsT, dcolsT_sq, x, kh, kw, with_sq, dx):
+    """Adjoint of im2col_t_into: dx = col2im(dcolsT) + 2 x ⊙ col2im(dcolsT_sq) (the second term only when
+    with_sq), with dcolsT, dcolsT_sq in the (K, Bc*P) layout.
 
-    Inputs:  dcolsT (K, B*P); dcolsT_sq (K, B*P) or unused; x (B, C, H, W); kh, kw; with_sq bool.
-    Returns: dx (B, C, H, W), dcolsT's dtype.
-    Parallel over b: each iteration accumulates into its own dx[b] (no races).
+    Inputs:  dcolsT (K, Bc*P); dcolsT_sq (K, Bc*P) or unused; x (Bc, C, H, W) (only its shape is used when
+             not with_sq); kh, kw; with_sq bool; dx (Bc, C, H, W) overwritten with the result.
     """
     B, C, H, W = x.shape
     OH = H - kh + 1
     OW = W - kw + 1
     P = OH * OW
-    dx = np.zeros((B, C, H, W), dtype=dcolsT.dtype)
-    for b in prange(B):
-        acc_sq = np.zeros((C, H, W) if with_sq else (1, 1, 1), dtype=dcolsT.dtype)
+    acc_sq = np.zeros((C, H, W) if with_sq else (1, 1, 1), dtype=dx.dtype)
+    for b in range(B):
+        dx[b] = 0
+        if with_sq:
+            acc_sq[:] = 0
         for c in range(C):
             for i in range(kh):
                 for j in range(kw):
@@ -296,30 +320,34 @@ def col2im_t_pair_numba(dcolsT, dcolsT_sq, x, kh, kw, with_sq):
                 for h in range(H):
                     for w_ in range(W):
                         dx[b, c, h, w_] += 2 * x[b, c, h, w_] * acc_sq[c, h, w_]
+
+
+def col2im_t_pair_numba(dcolsT, dcolsT_sq, x, kh, kw, with_sq):
+    """Allocating col2im_t_into: returns dx (B, C, H, W), dcolsT's dtype."""
+    dx = np.empty(x.shape, dtype=dcolsT.dtype)
+    col2im_t_into(dcolsT, dcolsT_sq, x, kh, kw, with_sq, dx)
     return dx
 
 
 def col2im_t_pair_numpy(dcolsT, dcolsT_sq, x, kh, kw):
-    """Reference for col2im_t_pair_numba with with_sq=True."""
+    """Reference for col2im_t_into with with_sq=True."""
     return col2im_pair_numpy(dcolsT.T, dcolsT_sq.T, x, kh, kw)
 
 
-@numba.njit(**_NJIT_PAR)
-def vconv_output_t_numba(m_t, v_t, b, eps, jitter):
-    """Local reparameterization output (spec "Variational layer") from the (F, B*P) GEMM results:
+@numba.njit(**_NJIT)
+def vconv_output_t_into(m_t, v_t, b, eps, jitter, y, std):
+    """Local reparameterization output (spec "Variational layer") from the (F, Bc*P) GEMM results:
     y[n, f] = m_t[f, n*P:(n+1)*P] + b[f] + sqrt(v_t[f, ...] + jitter) ⊙ eps[n, f].
 
-    Inputs:  m_t, v_t (F, B*P); b (F,); eps (B, F, OH, OW) contiguous; jitter scalar of the dtype.
-    Returns: y (B, F, OH, OW), std = sqrt(v + jitter) (B, F, OH, OW).
+    Inputs:  m_t, v_t (F, Bc*P); b (F,); eps (Bc, F, OH, OW) contiguous; jitter scalar of the dtype;
+             y, std (Bc, F, OH, OW) contiguous, written here (std = sqrt(v + jitter)).
     """
     B, F, OH, OW = eps.shape
     P = OH * OW
-    y = np.empty((B, F, OH, OW), dtype=m_t.dtype)
-    std = np.empty((B, F, OH, OW), dtype=m_t.dtype)
     y2 = y.reshape(B, F, P)
     s2 = std.reshape(B, F, P)
     e2 = eps.reshape(B, F, P)
-    for n in prange(B):
+    for n in range(B):
         for f in range(F):
             bf = b[f]
             q = n * P
@@ -327,43 +355,121 @@ def vconv_output_t_numba(m_t, v_t, b, eps, jitter):
                 s = np.sqrt(v_t[f, q + p] + jitter)
                 s2[n, f, p] = s
                 y2[n, f, p] = (m_t[f, q + p] + bf) + s * e2[n, f, p]
+
+
+def vconv_output_t_numba(m_t, v_t, b, eps, jitter):
+    """Allocating vconv_output_t_into: returns y, std (B, F, OH, OW)."""
+    eps = np.ascontiguousarray(eps)
+    y = np.empty(eps.shape, dtype=m_t.dtype)
+    std = np.empty(eps.shape, dtype=m_t.dtype)
+    vconv_output_t_into(m_t, v_t, b, eps, jitter, y, std)
     return y, std
 
 
 def vconv_output_t_numpy(m_t, v_t, b, eps, jitter):
-    """Reference for vconv_output_t_numba."""
+    """Reference for vconv_output_t_into."""
     return vconv_output_numpy(np.ascontiguousarray(m_t.T), np.ascontiguousarray(v_t.T), b, eps, jitter)
 
 
-@numba.njit(**_NJIT_PAR)
-def vconv_dout_t_numba(dy, eps, std):
-    """Backward of y = m + std ⊙ ε into the (F, B*P) layout: dm = dy, dv = dy ⊙ ε / (2 std).
+@numba.njit(**_NJIT)
+def conv_output_t_into(m_t, b, out):
+    """Deterministic conv output from the (F, Bc*P) GEMM result: out[n, f] = m_t[f, n*P:(n+1)*P] + b[f].
 
-    Inputs:  dy, eps, std (B, F, OH, OW) contiguous.
-    Returns: dm_t, dv_t (F, B*P).
-    Parallel over f: each iteration writes its own rows.
+    Inputs:  m_t (F, Bc*P); b (F,); out (Bc, F, OH, OW) contiguous, written here.
+    """
+    B, F, OH, OW = out.shape
+    P = OH * OW
+    o2 = out.reshape(B, F, P)
+    for n in range(B):
+        for f in range(F):
+            bf = b[f]
+            q = n * P
+            for p in range(P):
+                o2[n, f, p] = m_t[f, q + p] + bf
+
+
+def conv_output_t_numpy(m_t, b, OH, OW):
+    """Reference for conv_output_t_into -> out (B, F, OH, OW)."""
+    B = m_t.shape[1] // (OH * OW)
+    return rows_to_nchw_bias_numpy(np.ascontiguousarray(m_t.T), b, B, OH, OW)
+
+
+@numba.njit(**_NJIT)
+def vconv_dout_t_into(dy, eps, std, dm, dv):
+    """Backward of y = m + std ⊙ ε into the (F, Bc*P) layout: dm = dy, dv = dy ⊙ ε / (2 std)
+    (dv only when eps has the shape of dy; a deterministic conv passes an empty eps and gets dm alone).
+
+    Inputs:  dy (Bc, F, OH, OW) contiguous; eps, std (Bc, F, OH, OW) contiguous or empty;
+             dm, dv (F, Bc*P), written here (dv untouched when eps is empty).
     """
     B, F, OH, OW = dy.shape
     P = OH * OW
-    dm = np.empty((F, B * P), dtype=dy.dtype)
-    dv = np.empty((F, B * P), dtype=dy.dtype)
     d2 = dy.reshape(B, F, P)
-    e2 = eps.reshape(B, F, P)
-    s2 = std.reshape(B, F, P)
-    for f in prange(F):
+    with_v = eps.size == dy.size
+    e2 = eps.reshape(B if with_v else 0, F, P)
+    s2 = std.reshape(B if with_v else 0, F, P)
+    for f in range(F):
         for n in range(B):
             q = n * P
             for p in range(P):
-                g = d2[n, f, p]
-                dm[f, q + p] = g
-                dv[f, q + p] = g * e2[n, f, p] / (2 * s2[n, f, p])
+                dm[f, q + p] = d2[n, f, p]
+            if with_v:
+                for p in range(P):
+                    dv[f, q + p] = d2[n, f, p] * e2[n, f, p] / (2 * s2[n, f, p])
+
+
+def vconv_dout_t_numba(dy, eps, std):
+    """Allocating vconv_dout_t_into: returns dm_t, dv_t (F, B*P)."""
+    dy = np.ascontiguousarray(dy)
+    B, F, OH, OW = dy.shape
+    dm = np.empty((F, B * OH * OW), dtype=dy.dtype)
+    dv = np.empty((F, B * OH * OW), dtype=dy.dtype)
+    vconv_dout_t_into(dy, np.ascontiguousarray(eps), np.ascontiguousarray(std), dm, dv)
     return dm, dv
 
 
 def vconv_dout_t_numpy(dy, eps, std):
-    """Reference for vconv_dout_t_numba."""
+    """Reference for vconv_dout_t_into."""
     dm, dv = vconv_dout_numpy(dy, eps, std)
     return np.ascontiguousarray(dm.T), np.ascontiguousarray(dv.T)
+
+
+# ----------------------------------------------------------------------------------------------------
+# elementwise passes of the variational dense layer (layers.vdense_*)
+# ----------------------------------------------------------------------------------------------------
+
+@numba.njit(**_NJIT)
+def vdense_output_into(m, v, b, eps, jitter, y, std):
+    """y = m + b + sqrt(v + jitter) ⊙ ε, std = sqrt(v + jitter) in one pass.
+
+    Inputs:  m, v (R, out) GEMM results; b (out,); eps (R, out); jitter scalar; y, std (R, out) written here.
+    """
+    R, n = m.shape
+    for r in range(R):
+        for j in range(n):
+            s = np.sqrt(v[r, j] + jitter)
+            std[r, j] = s
+            y[r, j] = (m[r, j] + b[j]) + s * eps[r, j]
+
+
+def vdense_output_numpy(m, v, b, eps, jitter):
+    """Reference for vdense_output_into -> (y, std)."""
+    std = np.sqrt(v + jitter)
+    return (m + b) + std * eps, std
+
+
+@numba.njit(**_NJIT)
+def vdense_dv_into(dy, eps, std, dv):
+    """dv = dy ⊙ ε / (2 std) in one pass.  Inputs: dy, eps, std (R, out); dv (R, out) written here."""
+    R, n = dy.shape
+    for r in range(R):
+        for j in range(n):
+            dv[r, j] = dy[r, j] * eps[r, j] / (2 * std[r, j])
+
+
+def vdense_dv_numpy(dy, eps, std):
+    """Reference for vdense_dv_into."""
+    return dy * eps / (2 * std)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -426,10 +532,14 @@ def relu_backward_numpy(dout, x):
 # ----------------------------------------------------------------------------------------------------
 
 @numba.njit(**_NJIT_PAR)
-def maxpool2x2_forward_numba(x):
-    """Inputs: x (B, C, H, W), H and W even.
-    Returns: out (B, C, H/2, W/2); arg (B, C, H/2, W/2) int8, the window position 0..3 (row-major,
-    first maximum wins) of each maximum."""
+def maxpool2x2_kernel(x, relu):
+    """2x2 max-pooling (relu False) or ReLU then 2x2 max-pooling in one pass (relu True).
+
+    Inputs:  x (B, C, H, W), H and W even; relu bool.
+    Returns: out (B, C, H/2, W/2); arg (B, C, H/2, W/2) int8, the window position 0..3 (row-major, first
+             maximum wins) of each maximum; with relu, out = max(maximum, 0) and arg = -1 where the
+             maximum is <= 0 (ReLU passes no gradient there).
+    """
     B, C, H, W = x.shape
     H2 = H // 2
     W2 = W // 2
@@ -454,9 +564,22 @@ def maxpool2x2_forward_numba(x):
                 if v > best:
                     best = v
                     a = 3
+                if relu and not best > 0:
+                    best = 0
+                    a = -1
                 out[n, c, i, j] = best
                 arg[n, c, i, j] = a
     return out, arg
+
+
+def maxpool2x2_forward_numba(x):
+    """Inputs: x (B, C, H, W), H and W even.  Returns: out (B, C, H/2, W/2); arg int8 (maxpool2x2_kernel)."""
+    return maxpool2x2_kernel(x, False)
+
+
+def relu_maxpool2x2_forward_numba(x):
+    """maxpool2x2(relu(x)) and its routing in one pass (maxpool2x2_kernel with relu)."""
+    return maxpool2x2_kernel(x, True)
 
 
 def maxpool2x2_forward_numpy(x):
@@ -469,17 +592,36 @@ def maxpool2x2_forward_numpy(x):
 
 @numba.njit(**_NJIT_PAR)
 def maxpool2x2_backward_numba(dout, arg):
-    """Inputs: dout, arg (B, C, H/2, W/2).  Returns dx (B, C, H, W): dout routed to each window's max."""
+    """Inputs: dout, arg (B, C, H/2, W/2).  Returns dx (B, C, H, W): dout routed to each window's max
+    (nowhere where arg is -1: relu_maxpool2x2_forward_numba's windows that ReLU blocks)."""
     B, C, H2, W2 = dout.shape
-    dx = np.zeros((B, C, 2 * H2, 2 * W2), dtype=dout.dtype)
+    dx = np.empty((B, C, 2 * H2, 2 * W2), dtype=dout.dtype)  # every element written once below
     for t in prange(B * C):
         n = t // C
         c = t - n * C
         for i in range(H2):
             for j in range(W2):
                 a = arg[n, c, i, j]
-                dx[n, c, 2 * i + a // 2, 2 * j + a % 2] = dout[n, c, i, j]
+                d = dout[n, c, i, j]
+                dx[n, c, 2 * i, 2 * j] = d if a == 0 else 0
+                dx[n, c, 2 * i, 2 * j + 1] = d if a == 1 else 0
+                dx[n, c, 2 * i + 1, 2 * j] = d if a == 2 else 0
+                dx[n, c, 2 * i + 1, 2 * j + 1] = d if a == 3 else 0
     return dx
+
+
+relu_maxpool2x2_backward_numba = maxpool2x2_backward_numba
+
+
+def relu_maxpool2x2_forward_numpy(x):
+    """Reference for relu_maxpool2x2_forward_numba: maxpool of relu, with arg -1 where nothing passes."""
+    out, arg = maxpool2x2_forward_numpy(np.maximum(x, 0).astype(x.dtype, copy=False))
+    return out, np.where(out > 0, arg, -1).astype(np.int8)
+
+
+def relu_maxpool2x2_backward_numpy(dout, arg):
+    """Reference for relu_maxpool2x2_backward_numba."""
+    return maxpool2x2_backward_numpy(np.where(arg >= 0, dout, 0).astype(dout.dtype), np.maximum(arg, 0))
 
 
 def maxpool2x2_backward_numpy(dout, arg):
