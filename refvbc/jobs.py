@@ -1,6 +1,6 @@
 """Independent training processes side by side: `--jobs N` of run_experiments.py, the ablation and
-sweep drivers. Each job is a separate single-threaded process (OPENBLAS_NUM_THREADS=1,
-NUMBA_NUM_THREADS=1), so N jobs use N cores without two thread pools fighting over them.
+sweep drivers. Each job is a separate single-threaded process (REFVBC_THREADS=1,
+OPENBLAS_NUM_THREADS=1, NUMBA_NUM_THREADS=1), so N jobs use N cores without two thread pools fighting over them.
 
 A job is (name, argv, log path, depends-on name or None); a job starts when a worker is free and the
 job it depends on has finished with exit status 0. A job whose dependency failed is not started.
@@ -11,8 +11,8 @@ import subprocess
 import sys
 import time
 
-SINGLE_THREAD_ENV = {"OPENBLAS_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
-                     "MKL_NUM_THREADS": "1"}
+SINGLE_THREAD_ENV = {"REFVBC_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1",
+                     "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
 def run_jobs(jobs, n_workers, log=print, poll_s=1.0):
