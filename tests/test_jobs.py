@@ -13,14 +13,14 @@ def job(name, code, tmp, after=None):
 
 def test_dependencies_and_env(tmp_path):
     order = tmp_path / "order"
-    w = f"import os; open({str(order)!r}, 'a').write('%s ' + os.environ['NUMBA_NUM_THREADS'] + '\\n')"
+    w = f"import os; open({str(order)!r}, 'a').write('%s ' + os.environ['NUMBA_NUM_THREADS'] + os.environ['REFVBC_THREADS'] + '\\n')"
     jobs = [job("a", w % "a", tmp_path), job("b", w % "b", tmp_path, after="a"),
             job("c", w % "c", tmp_path, after="a")]
     status = run_jobs(jobs, 2, log=lambda s: None, poll_s=0.05)
     assert status == {"a": 0, "b": 0, "c": 0}, status
     lines = order.read_text().split("\n")
-    assert lines[0] == "a 1", lines  # single-threaded children
-    assert sorted(lines[1:3]) == ["b 1", "c 1"], lines
+    assert lines[0] == "a 11", lines  # single-threaded children
+    assert sorted(lines[1:3]) == ["b 11", "c 11"], lines
 
 
 def test_failure_skips_dependents(tmp_path):
