@@ -37,6 +37,9 @@ VARIANTS = [
      ["--tau2-final", "2.0", "--tau2-ramp-from", "0.5"], 50, None),
     ("base-100", "paper defaults, 100 epochs (continues base-50)", [], 100, "base-50"),
     ("base-200", "paper defaults, 200 epochs (continues base-100)", [], 200, "base-100"),
+    ("seed1-50", "paper defaults, 50 epochs, seed 1 (minibatch order and noise of the phase)",
+     ["--seed", "1"], 50, None),
+    ("seed2-50", "paper defaults, 50 epochs, seed 2", ["--seed", "2"], 50, None),
 ]
 POST_HOC = [  # rows computed from base-50's model without retraining
     ("noprune-50", "base-50 clustered without dropout-rate pruning before the argmax",
@@ -52,8 +55,9 @@ POST_HOC = [  # rows computed from base-50's model without retraining
 ]
 
 
-def command(vd, out, name, flags, epochs, seed=0):
-    return python_argv("run_experiments.py", "--arch", "lenet300", "--method", "vdsws", "--seed", seed,
+def command(vd, out, name, flags, epochs):
+    """run_experiments.py for one variant (seed 0 unless its flags say otherwise)."""
+    return python_argv("run_experiments.py", "--arch", "lenet300", "--method", "vdsws",
                        "--init-from", vd, "--epochs-vdsws", epochs, "--out", os.path.join(out, name),
                        "--no-figures", *flags)
 
