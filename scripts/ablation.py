@@ -49,14 +49,18 @@ POST_HOC = [  # rows computed from a trained variant's model without retraining:
      {"merge_kl": 0.1}, None),
     ("merge1-50", "base-50 with components merged below symmetric KL 1 before the argmax", "base-50",
      {"merge_kl": 1.0}, None),
+    ("merge30-50", "base-50 with components merged below symmetric KL 30 (neighbours ~0.05 apart)",
+     "base-50", {"merge_kl": 30.0}, None),
     ("ft-bias-50", "BEYOND THE PAPER: base-50, then 3 epochs re-training the biases (assignments fixed)",
      "base-50", {}, "bias"),
     ("ft-means-50", "BEYOND THE PAPER: base-50, then 3 epochs re-training biases and the non-zero cluster "
      "means", "base-50", {}, "bias+means"),
     ("ft-means-ramp2-50", "BEYOND THE PAPER: ramp2-50, then 3 epochs re-training biases and cluster means",
      "ramp2-50", {}, "bias+means"),
+    ("ft10-means-ramp2-50", "BEYOND THE PAPER: ramp2-50, then 10 epochs re-training biases and cluster "
+     "means", "ramp2-50", {}, ("bias+means", 10)),
 ]
-FINETUNE = dict(epochs=3, lr=1e-4, seed=0)
+FINETUNE = dict(epochs=3, lr=1e-4, seed=0)  # a row's ft may be a variant or (variant, epochs)
 
 
 def command(vd, out, name, flags, epochs):
@@ -114,14 +118,19 @@ def cmd_table(a):
             if data is None:
                 data = load_data(Config(arch="lenet300"))
             _, params = load_params(src)
-            fine = None if ft is None else dict(variant=ft, x=data[0], y=data[1], **FINETUNE)
+            fine = None
+            if ft is not None:
+                variant, epochs = (ft, FINETUNE["epochs"]) if isinstance(ft, str) else ft
+                fine = dict(FINETUNE, variant=variant, epochs=epochs, x=data[0], y=data[1])
             d = os.path.dirname(done)
             os.makedirs(d, exist_ok=True)
             r = report.summarize("lenet300", "vdsws", params, data[2], data[3], d, dict(opts), finetune=fine)
             atomic_write_bytes(done, json.dumps(r, default=float).encode())
         r = json.load(open(done))
         flag = {"prune_first": "--no-prune-first", "merge_kl": f"--merge-kl {opts.get('merge_kl')}"}
-        cmd = " ".join([flag[k] for k in opts] + ([f"--finetune {ft}"] if ft else []))
+        ftf = [] if ft is None else ([f"--finetune {ft}"] if isinstance(ft, str) else
+                                     [f"--finetune {ft[0]} --finetune-epochs {ft[1]}"])
+        cmd = " ".join([flag[k] for k in opts] + ftf)
         lines.append(_row(name, what, r, f"{base} + {cmd}"))
     text = "\n".join(lines)
     print(text)
