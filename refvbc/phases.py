@@ -62,11 +62,6 @@ def method_phases(method):
     return chain
 
 
-def label(name):
-    """Table 2 label of a phase ("VD+SWS")."""
-    return PHASES[name].label
-
-
 # ----------------------------------------------------------------------------------------------
 # Per-epoch schedules of the mixture phases (options beyond the paper's text; docs/objective.md,
 # "Interpretation choices"). Both are functions of the epoch alone, so --resume replays them exactly.

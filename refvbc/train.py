@@ -33,7 +33,6 @@ from .phases import PHASES, lr_factor, method_phases, tau2_at
 
 # Derived views of the phase table, for callers that want one attribute of every phase.
 PHASE_IDS = {k: p.id for k, p in PHASES.items()}
-PHASE_LABEL = {k: p.label for k, p in PHASES.items()}
 METHOD_PHASES = {m: method_phases(m) for m in tuple(PHASES) + ("all",)}
 
 
