@@ -84,14 +84,9 @@ def loss_and_grads(arch, params, x, y, noise=None, tau1=1.0, tau2=0.0, n_data=N_
         kl_total = 0.0
         for layer in net:
             n = layer.name
-            kl, dth, dls = priors.kl_vd(params[f"{n}.theta"], params[f"{n}.log_sigma2"])
-            kl_total += kl
-            s = tau1 * inv_n
-            # dth, dls are fresh arrays of kl_vd: scale them in place (no temporaries)
-            dth *= dth.dtype.type(s)
-            dls *= dls.dtype.type(s)
-            grads[f"{n}.theta"] += dth
-            grads[f"{n}.log_sigma2"] += dls
+            # adds tau1/N * the KL gradients into the data-term gradients in place
+            kl_total += priors.kl_vd_add(params[f"{n}.theta"], params[f"{n}.log_sigma2"],
+                                         grads[f"{n}.theta"], grads[f"{n}.log_sigma2"], tau1 * inv_n)
         parts["kl"] = kl_total
         reg += tau1 * kl_total
 

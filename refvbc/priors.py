@@ -11,8 +11,9 @@ Shape legend
                         gmm.mu, gmm.log_lambda, gmm.log_pi)
 
 Dtypes: float32 (training) and float64 (checks) go through the same code. Per-weight arithmetic is
-done in float64 and every returned array has the dtype of the input it belongs to; scalar values are
-Python floats accumulated in float64.
+done in float64 (except KL_VD of float32 weights: float32 arithmetic, refvbc/kernels/kl32.py) and every
+returned array has the dtype of the input it belongs to; scalar values are Python floats accumulated in
+float64.
 
 Each public function with a numba kernel (refvbc/kernels/mixture.py) has a NumPy reference here
 (``*_numpy``) that the tests compare it against.
@@ -36,6 +37,8 @@ from refvbc.kernels.mixture import (
     mixture_pass_kernel_serial,
     responsibility_argmax_kernel,
 )
+from refvbc import parallel as _par
+from refvbc.kernels.kl32 import kl_vd_add_kernel32
 
 _HALF_LOG_2PI = 0.5 * np.log(2.0 * np.pi)
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -147,6 +150,8 @@ def kl_vd(theta, log_sigma2):
     KL_VD = sum_i k1 - k1 sigmoid(k2 + k3 log alpha_i) + 0.5 log1p(exp(-log alpha_i)),
     k1, k2, k3 = 0.63576, 1.87320, 1.48695 (Molchanov et al. 2017). The clip of log alpha passes
     no gradient outside [-10, 10] (it passes it on the closed interval, like torch.clamp).
+    float64 inputs are computed in float64 (refvbc/kernels/mixture.py), float32 inputs in float32
+    arithmetic (refvbc/kernels/kl32.py, the training dtype; the value is summed in float64).
 
     Inputs
         theta, log_sigma2: same shape (any), same dtype (float32/float64)
@@ -155,6 +160,10 @@ def kl_vd(theta, log_sigma2):
         dtheta, dlog_sigma2: arrays with the shape and dtype of theta
     """
     _check_pair(theta, log_sigma2)
+    if theta.dtype == np.float32:
+        dt = np.zeros(theta.shape, np.float32)
+        ds = np.zeros(theta.shape, np.float32)
+        return kl_vd_add(theta, log_sigma2, dt, ds, 1.0), dt, ds
     t = _flat(theta)
     s = _flat(log_sigma2)
     dt = np.empty_like(t)
@@ -165,6 +174,44 @@ def kl_vd(theta, log_sigma2):
     if not np.isfinite(value):
         _raise_non_finite([("theta", theta), ("log_sigma2", log_sigma2)])
     return value, dt.reshape(theta.shape), ds.reshape(theta.shape)
+
+
+def kl_vd_add(theta, log_sigma2, dtheta, dlog_sigma2, scale):
+    """KL_VD summed over all weights; adds scale * its gradients into dtheta and dlog_sigma2 in place
+    (the objective's gradient buffers: one pass instead of fresh arrays scaled and added).
+
+    Inputs
+        theta, log_sigma2      same shape (any), same dtype (float32/float64)
+        dtheta, dlog_sigma2    C-contiguous arrays of that shape and dtype, updated in place
+        scale                  float (the objective's tau1 / N)
+    Returns
+        value: Python float (float64 sum of KL_VD, unscaled)
+    """
+    _check_pair(theta, log_sigma2)
+    for name, d in (("dtheta", dtheta), ("dlog_sigma2", dlog_sigma2)):
+        if d.shape != theta.shape or d.dtype != theta.dtype or not d.flags.c_contiguous:
+            raise ValueError(f"{name} must be a C-contiguous {theta.dtype} array of shape {theta.shape}, "
+                             f"got {d.dtype} {d.shape}")
+    if theta.dtype != np.float32:
+        value, dt, ds = kl_vd(theta, log_sigma2)
+        dtheta += scale * dt
+        dlog_sigma2 += scale * ds
+        return value
+    t, s = _flat(theta), _flat(log_sigma2)
+    dt, ds = dtheta.reshape(-1), dlog_sigma2.reshape(-1)
+    sc = np.float32(scale)
+    # runs of whole chunks on the thread pool (refvbc/parallel.py): the same chunk partials, summed in
+    # the same order, whatever the number of threads
+    n_chunks = -(-t.shape[0] // CHUNK)
+    runs = [(a * CHUNK, min(b * CHUNK, t.shape[0]))
+            for a, b in _par.split(n_chunks, 4 if t.shape[0] >= PARALLEL_MIN else 1)]
+    parts = _par.run_parts(lambda i: kl_vd_add_kernel32(t[runs[i][0]:runs[i][1]], s[runs[i][0]:runs[i][1]],
+                                                        dt[runs[i][0]:runs[i][1]], ds[runs[i][0]:runs[i][1]],
+                                                        sc, CHUNK), len(runs))
+    value = float(np.concatenate(parts).sum())
+    if not np.isfinite(value):
+        _raise_non_finite([("theta", theta), ("log_sigma2", log_sigma2)])
+    return value
 
 
 def kl_vd_numpy(theta, log_sigma2):

@@ -43,15 +43,23 @@ LOG_ALPHA_MIN = -10.0
 LOG_ALPHA_MAX = 10.0
 
 
-@intrinsic
-def _bits_as_float64(typingctx, x):
-    """Reinterpret the bits of an int64 as a float64 (to build 2**n for ``_exp``)."""
-    sig = types.float64(types.int64)
+def bitcast(src, dst):
+    """An intrinsic that reinterprets the bits of a numba scalar of type `src` as type `dst` (same
+    width; e.g. int64 -> float64 to build 2**n for ``_exp``). Used for the float64 and float32 (kl32.py)
+    exp/log."""
 
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], context.get_value_type(types.float64))
+    @intrinsic
+    def _bitcast(typingctx, x):
+        def codegen(context, builder, signature, args):
+            return builder.bitcast(args[0], context.get_value_type(dst))
 
-    return sig, codegen
+        return dst(src), codegen
+
+    return _bitcast
+
+
+_bits_as_float64 = bitcast(types.int64, types.float64)
+_float64_as_bits = bitcast(types.float64, types.int64)
 
 
 _LOG2E = 1.4426950408889634
@@ -95,17 +103,6 @@ def exp_kernel(x, out):
     """out[i] = exp(x[i]) for x[i] <= 709 with ``_exp`` (exposed so the tests can check it)."""
     for i in range(x.shape[0]):
         out[i] = _exp(x[i])
-
-
-@intrinsic
-def _float64_as_bits(typingctx, x):
-    """Reinterpret the bits of a float64 as an int64 (to split off the exponent in ``_log``)."""
-    sig = types.int64(types.float64)
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], context.get_value_type(types.int64))
-
-    return sig, codegen
 
 
 _SQRT2 = 1.4142135623730951
