@@ -3,6 +3,8 @@
 import sys
 
 from refvbc.experiment import main
+from refvbc.parallel import keep_freed_memory
 
 if __name__ == "__main__":
+    keep_freed_memory()  # a training process: keep the step's large temporaries in the heap (~5% faster)
     sys.exit(main())

@@ -61,9 +61,9 @@ def parse_args(argv=None):
                         "is slow (default 4)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
-    p.add_argument("--mallopt", action="store_true",
-                   help="keep freed memory in glibc's heap (mallopt M_MMAP_THRESHOLD / M_TRIM_THRESHOLD = 1 GiB) "
-                        "so that the step's large temporaries are not page-faulted in afresh every step")
+    p.add_argument("--no-mallopt", action="store_true",
+                   help="do not keep freed memory in glibc's heap (by default the benchmark does, as a training "
+                        "run does: refvbc.parallel.keep_freed_memory)")
     p.add_argument("--epoch", action="store_true",
                    help="also time one full epoch (600 steps and the test evaluation, float32) per "
                         "architecture and phase (l2, sws, vd, vdsws)")
@@ -144,14 +144,6 @@ def time_steps(step, n):
         ts.append(time.perf_counter() - t0)
         CPU_TIMES.append(time.process_time() - c0)
     return ts
-
-
-def tune_malloc():
-    """glibc only: serve large allocations from the heap and do not trim it (see --mallopt)."""
-    import ctypes
-    libc = ctypes.CDLL("libc.so.6")
-    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-    return bool(libc.mallopt(M_MMAP_THRESHOLD, 1 << 30)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 1 << 30))
 
 
 class PartTimer:
@@ -433,8 +425,9 @@ def main(args):
         if why is not None:
             print(f"# --device cuda unavailable: {why}")
             return 1
-    if args.mallopt:
-        print(f"# mallopt: large temporaries kept in the heap ({'ok' if tune_malloc() else 'FAILED'})")
+    if not args.no_mallopt:  # as run_experiments.py does
+        print(f"# mallopt: large temporaries kept in the heap, as in training "
+              f"({'ok' if parallel.keep_freed_memory() else 'not available'})")
     import numba
     archs = ["lenet300", "lenet5"] if args.arch == "all" else [args.arch]
     phases = ["vd", "vdsws"] if args.phase == "all" else [args.phase]
