@@ -352,7 +352,7 @@ class CudaStepper:
             if lr is None:
                 continue
             self._A.adam_update(self.d_p[k], self.d_g[k], self.d_m[k], self.d_v[k], lr, opt.beta1,
-                                opt.beta2, opt.eps, bc1, bc2)
+                                opt.beta2, opt.eps, bc1, bc2, np.finfo(self.d_p[k].dtype).tiny)
             self._touched.add(k)
 
     def sync(self):

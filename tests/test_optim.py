@@ -64,7 +64,7 @@ def test_numba_kernel_matches_numpy(dtype, n):
     v = np.abs(v)
     a = [x.copy() for x in (p, g, m, v)]
     b = [x.copy() for x in (p, g, m, v)]
-    args = [dtype(x) for x in (1e-3, 0.9, 0.999, 1e-8, 1 - 0.9 ** 3, 1 - 0.999 ** 3)]
+    args = [dtype(x) for x in (1e-3, 0.9, 0.999, 1e-8, 1 - 0.9 ** 3, 1 - 0.999 ** 3, np.finfo(dtype).tiny)]
     adam_update(*a, *args)
     adam_update_numpy(*b, *args)
     tol = 1e-6 if dtype == np.float32 else 1e-14
@@ -108,7 +108,30 @@ def test_large_tensor_in_halves_matches_one_pass(dtype):
     opt.step(params, {"fc.theta": g})
     p, m, v = p0.copy(), np.zeros(n, dtype), np.zeros(n, dtype)
     d = dtype
-    adam_update(p, g, m, v, d(1e-2), d(0.9), d(0.999), d(1e-8), d(1 - 0.9), d(1 - 0.999))
+    adam_update(p, g, m, v, d(1e-2), d(0.9), d(0.999), d(1e-8), d(1 - 0.9), d(1 - 0.999), d(np.finfo(d).tiny))
     np.testing.assert_array_equal(params["fc.theta"], p, err_msg="Adam in halves vs one pass")
     np.testing.assert_array_equal(opt.m["fc.theta"], m, err_msg="first moment")
     np.testing.assert_array_equal(opt.v["fc.theta"], v, err_msg="second moment")
+
+
+@pytest.mark.parametrize("use_numba", [True, False])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_subnormal_results_are_flushed_to_zero(dtype, use_numba):
+    """Values that an update leaves below the smallest normal number are stored as 0 (refvbc/optim.py,
+    "Subnormals"); normal values are untouched by the rule."""
+    tiny = np.finfo(dtype).tiny
+    # p decays into the subnormal range: a zero gradient and m = 0 leave p unchanged unless flushed
+    p = np.array([tiny / 4, -tiny / 1024, 3 * tiny, 1.0], dtype)
+    m = np.array([0.0, 0.0, 0.0, tiny / 8], dtype)  # 0.9 * tiny/8 is subnormal -> 0 (p[3] moves by ~1e-33)
+    v = np.array([0.0, 0.0, 0.0, tiny / 2], dtype)
+    g = np.zeros(4, dtype)
+    opt = Adam({"theta": 1e-3}, use_numba=use_numba)
+    opt.m["fc.theta"], opt.v["fc.theta"] = m, v
+    params = {"fc.theta": p}
+    opt.step(params, {"fc.theta": g})
+    got = params["fc.theta"]
+    assert got[0] == 0 and got[1] == 0, f"subnormal parameters not flushed: {got[:2]}"
+    assert got[2] == dtype(3 * tiny) and got[3] == 1.0, f"normal parameters changed: {got[2:]}"
+    assert opt.m["fc.theta"][3] == 0 and opt.v["fc.theta"][3] == 0, \
+        f"subnormal moments not flushed: m {opt.m['fc.theta'][3]}, v {opt.v['fc.theta'][3]}"
+    assert not np.any((opt.m["fc.theta"] != 0) & (np.abs(opt.m["fc.theta"]) < tiny))

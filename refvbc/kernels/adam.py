@@ -15,17 +15,21 @@ import numpy as np
 # error_model="numpy": no ZeroDivisionError branch in the loop, so it vectorizes (the denominator is
 # >= eps > 0 anyway).
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def adam_update(p, g, m, v, lr, beta1, beta2, eps, bias_correction1, bias_correction2):
+def adam_update(p, g, m, v, lr, beta1, beta2, eps, bias_correction1, bias_correction2, tiny):
     """In place: m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
-    p -= (lr / bc1) * m / (sqrt(v) / sqrt(bc2) + eps)   (torch.optim.Adam, non-amsgrad)."""
+    p -= (lr / bc1) * m / (sqrt(v) / sqrt(bc2) + eps)   (torch.optim.Adam, non-amsgrad);
+    then every new p, m, v of magnitude below `tiny` (the dtype's smallest normal number) is stored
+    as 0 (flush-to-zero: see refvbc/optim.py, "Subnormals")."""
     step_size = lr / bias_correction1
     sq_bc2 = np.sqrt(bias_correction2)
     one_m_b1 = 1.0 - beta1
     one_m_b2 = 1.0 - beta2
+    zero = tiny - tiny  # 0 in the arrays' dtype
     for i in range(p.shape[0]):
         gi = g[i]
         mi = beta1 * m[i] + one_m_b1 * gi
         vi = beta2 * v[i] + one_m_b2 * gi * gi
-        m[i] = mi
-        v[i] = vi
-        p[i] = p[i] - step_size * mi / (np.sqrt(vi) / sq_bc2 + eps)
+        pi = p[i] - step_size * mi / (np.sqrt(vi) / sq_bc2 + eps)
+        m[i] = mi if abs(mi) >= tiny else zero
+        v[i] = vi if vi >= tiny else zero
+        p[i] = pi if abs(pi) >= tiny else zero

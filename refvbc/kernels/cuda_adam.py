@@ -13,8 +13,9 @@ from .cuda_common import launch
 
 
 @cuda.jit
-def adam_kernel(p, g, m, v, lr, beta1, beta2, eps, bias_correction1, bias_correction2, n):
-    """m = b1 m + (1-b1) g; v = b2 v + (1-b2) g²; p -= (lr / bc1) m / (sqrt(v) / sqrt(bc2) + eps)."""
+def adam_kernel(p, g, m, v, lr, beta1, beta2, eps, bias_correction1, bias_correction2, tiny, n):
+    """m = b1 m + (1-b1) g; v = b2 v + (1-b2) g²; p -= (lr / bc1) m / (sqrt(v) / sqrt(bc2) + eps);
+    new values below `tiny` in magnitude are stored as 0 (as on the CPU, refvbc/optim.py "Subnormals")."""
     step_size = lr / bias_correction1
     sq_bc2 = math.sqrt(bias_correction2)
     one_m_b1 = 1 - beta1
@@ -23,13 +24,14 @@ def adam_kernel(p, g, m, v, lr, beta1, beta2, eps, bias_correction1, bias_correc
         gi = g[i]
         mi = beta1 * m[i] + one_m_b1 * gi
         vi = beta2 * v[i] + one_m_b2 * gi * gi
-        m[i] = mi
-        v[i] = vi
-        p[i] = p[i] - step_size * mi / (math.sqrt(vi) / sq_bc2 + eps)
+        pi = p[i] - step_size * mi / (math.sqrt(vi) / sq_bc2 + eps)
+        m[i] = mi if abs(mi) >= tiny else tiny - tiny
+        v[i] = vi if vi >= tiny else tiny - tiny
+        p[i] = pi if abs(pi) >= tiny else tiny - tiny
 
 
-def adam_update(p, g, m, v, lr, beta1, beta2, eps, bias_correction1, bias_correction2):
+def adam_update(p, g, m, v, lr, beta1, beta2, eps, bias_correction1, bias_correction2, tiny):
     """Launch adam_kernel on flat device arrays; scalars are cast to p's dtype."""
     dt = p.dtype.type
     launch(adam_kernel, p.shape[0], p, g, m, v, dt(lr), dt(beta1), dt(beta2), dt(eps),
-           dt(bias_correction1), dt(bias_correction2), p.shape[0])
+           dt(bias_correction1), dt(bias_correction2), dt(tiny), p.shape[0])

@@ -9,7 +9,7 @@ float32 weight, so its vector loop runs 4 lanes of AVX2 doubles with degree-13/2
 runs 8 float32 lanes with polynomials sized to float32 (exp: degree 7, log: 5 terms), about 4x fewer
 cycles per weight. It is used for float32 inputs only; float64 inputs (the gradient checks, the
 cross-check) keep the float64 kernel, so their results do not change. PyTorch computes this term in
-float32 too. The sum of the KL values is still accumulated in float64 lanes.
+float32 too. The KL values are summed in float32 lanes of at most 64 values each, then in float64.
 
 Both kernels *accumulate* ``scale *`` the gradients into caller arrays (the objective's gradient
 buffers), instead of writing fresh arrays that are then scaled and added in three more passes.
