@@ -40,11 +40,10 @@ def summarize(arch, method, params, x_test, y_test, out_dir, compress_opts=None,
     if finetune is None:
         cm = compress.compress_model(arch, params, method, **opts)
     else:
-        from .compress.pipeline import layout_model, quantize
+        from .compress.pipeline import QUANTIZE_OPTIONS, layout_model, quantize
         from .finetune import finetune_quantized
 
-        q = quantize(arch, params, method, **{k: opts.pop(k) for k in ("vd_per_layer", "prune_first",
-                                                                        "merge_kl") if k in opts})
+        q = quantize(arch, params, method, **{k: opts.pop(k) for k in QUANTIZE_OPTIONS if k in opts})
         ft = dict(finetune)
         q, b = finetune_quantized(arch, q, {l.name: params[f"{l.name}.bias"] for l in get_arch(arch)},
                                   ft.pop("x"), ft.pop("y"), **ft)
