@@ -12,7 +12,7 @@ import os
 import numpy as np
 
 from . import models
-from .arch import get_arch
+from .arch import PI0, get_arch
 from .fileio import atomic_write_bytes
 from .phases import METHODS, PHASES
 from .train import prune_masks
@@ -99,9 +99,9 @@ def write_results(out_dir, arch, results, extra=None):
                        json.dumps(doc, indent=2, default=float).encode())
 
 
-def figures(out_dir, arch, finals):
-    """Weight-mean histograms with the learned mixture (before/after SWS) and per-layer sparsity.
-    Returns the list of PNGs written; [] when matplotlib is not installed."""
+def figures(out_dir, arch, finals, pi0=PI0):
+    """Weight-mean histograms with the learned mixture (before/after SWS; zero component's proportion
+    `pi0`) and per-layer sparsity. Returns the list of PNGs written; [] when matplotlib is not installed."""
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -123,13 +123,13 @@ def figures(out_dir, arch, finals):
             if "gmm.mu" in p:
                 mu, ll, lp = p["gmm.mu"], p["gmm.log_lambda"], p["gmm.log_pi"]
             else:
-                mu, ll, lp = mixture_init(w, dtype=np.float64)
+                mu, ll, lp = mixture_init(w, pi0=pi0, dtype=np.float64)
             counts = ax.hist(w, bins=200, density=True, color="0.6", log=True)[0]
             grid = np.linspace(w.min(), w.max(), 1000)
             pi = np.empty(len(mu))
-            pi[0] = 0.999
+            pi[0] = pi0
             e = np.exp(lp[1:] - lp[1:].max())
-            pi[1:] = 0.001 * e / e.sum()
+            pi[1:] = (1.0 - pi0) * e / e.sum()
             lam = np.exp(ll)
             dens = (pi[:, None] * np.sqrt(lam[:, None] / (2 * np.pi))
                     * np.exp(-0.5 * lam[:, None] * (grid[None] - mu[:, None]) ** 2)).sum(0)
