@@ -1,5 +1,6 @@
 """`python run_experiments.py`: train the paper's Table 2 methods on the bundled MNIST, compress each
-model to a real file, and print/write the results.  All logic lives here so tests can reach it."""
+model to a real file, and print/write the results.  All logic lives here so tests can reach it;
+`--sweep` (the accuracy-vs-compression trade-off) is dispatched to refvbc/sweep.py."""
 
 import argparse
 import os
@@ -8,7 +9,7 @@ import time
 
 import numpy as np
 
-from . import report
+from . import report, sweep
 from .arch import ARCHS
 from .data import DataError, load_mnist
 from .compress.pipeline import add_clustering_arguments
@@ -75,7 +76,9 @@ def build_parser():
     p.add_argument("--no-figures", action="store_true")
     p.add_argument("--jobs", type=int, default=1,
                    help="with --method all: after l2, train the sws branch and the vd -> vdsws branch as "
-                        "this many single-threaded processes at once (2 uses both cores); default 1")
+                        "this many single-threaded processes at once (2 uses both cores); with --sweep: "
+                        "retrained points at once; default 1")
+    sweep.add_arguments(p)
     return p
 
 
@@ -216,6 +219,8 @@ def main(argv=None):
         ok, why = cuda_available()
         if not ok:
             p.error(f"--device cuda: {why}")
+    if a.sweep:
+        return sweep.main(a, argv)
     cfg = config_from_args(a)
     out = a.out or os.path.join("runs", a.arch + ("-quick" if a.quick else ""))
     logf = None

@@ -6,6 +6,7 @@ Two compression ratios are reported (see README, "Compression ratios"):
     ratio_paper  the paper's accounting: 32 * weights / (bits of values + offsets + codebook)
 """
 
+import io
 import json
 import os
 
@@ -99,6 +100,13 @@ def write_results(out_dir, arch, results, extra=None):
                        json.dumps(doc, indent=2, default=float).encode())
 
 
+def save_figure(fig, path, dpi=90):
+    """A matplotlib figure as a PNG at `path`, written atomically."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    atomic_write_bytes(path, buf.getvalue())
+
+
 def figures(out_dir, arch, finals, pi0=PI0):
     """Weight-mean histograms with the learned mixture (before/after SWS; zero component's proportion
     `pi0`) and per-layer sparsity. Returns the list of PNGs written; [] when matplotlib is not installed."""
@@ -138,7 +146,7 @@ def figures(out_dir, arch, finals, pi0=PI0):
             ax.set_ylim(1e-3, 10 * counts.max())  # the zero component's peak is far higher
         path = os.path.join(out_dir, f"hist_{phase}.png")
         fig.tight_layout()
-        fig.savefig(path, dpi=90)
+        save_figure(fig, path)
         plt.close(fig)
         written.append(path)
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -159,7 +167,7 @@ def figures(out_dir, arch, finals, pi0=PI0):
     ax.legend()
     path = os.path.join(out_dir, "sparsity.png")
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    save_figure(fig, path)
     plt.close(fig)
     written.append(path)
     return written
