@@ -1,5 +1,6 @@
 """`python run_experiments.py`: train the paper's Table 2 methods on the bundled MNIST, compress each
-model to a real file, and print/write the results.  All logic lives here so tests can reach it."""
+model to a real file, and print/write the results.  All logic lives here so tests can reach it;
+`--sweep` (the accuracy-vs-compression trade-off) is dispatched to refvbc/sweep.py."""
 
 import argparse
 import os
@@ -8,7 +9,7 @@ import time
 
 import numpy as np
 
-from . import report
+from . import report, sweep
 from .arch import ARCHS
 from .data import DataError, load_mnist
 from .compress.pipeline import add_clustering_arguments
@@ -48,6 +49,9 @@ def build_parser():
     g.add_argument("--gamma-beta", type=float, default=d.gamma_beta, help="Gamma hyper-prior beta")
     g.add_argument("--gamma-param", choices=["rate", "scale"], default=d.gamma_param,
                    help="read beta as a rate (mode (alpha-1)/beta) or a scale (mode (alpha-1)*beta)")
+    g.add_argument("--pi0", type=float, default=d.pi0,
+                   help="sws/vdsws: the mixture's zero component's fixed mixing proportion, in (0, 1) "
+                        "(default %(default)s)")
     g.add_argument("--lr-decay-from", type=float, default=d.lr_decay_from, metavar="FRAC",
                    help="sws/vdsws: Adam rates decay linearly to 0 from this fraction of the phase on")
     g.add_argument("--tau2-final", type=float, default=d.tau2_final,
@@ -72,14 +76,16 @@ def build_parser():
     p.add_argument("--no-figures", action="store_true")
     p.add_argument("--jobs", type=int, default=1,
                    help="with --method all: after l2, train the sws branch and the vd -> vdsws branch as "
-                        "this many single-threaded processes at once (2 uses both cores); default 1")
+                        "this many single-threaded processes at once (2 uses both cores); with --sweep: "
+                        "retrained points at once; default 1")
+    sweep.add_arguments(p)
     return p
 
 
 def config_from_args(a):
     cfg = Config(arch=a.arch, method=a.method, seed=a.seed, batch_size=a.batch_size, lr_l2=a.lr_l2,
                  weight_decay=a.weight_decay, tau2=a.tau2, gamma_alpha=a.gamma_alpha,
-                 gamma_beta=a.gamma_beta, gamma_param=a.gamma_param, lr_decay_from=a.lr_decay_from,
+                 gamma_beta=a.gamma_beta, gamma_param=a.gamma_param, pi0=a.pi0, lr_decay_from=a.lr_decay_from,
                  tau2_final=a.tau2_final, tau2_ramp_from=a.tau2_ramp_from, mask_pruned=a.mask_pruned,
                  init_from=a.init_from)
     cfg.lrs = {g: getattr(a, f"lr_{g}") for g in cfg.lrs}
@@ -94,8 +100,9 @@ def config_from_args(a):
 
 
 def compress_options(a):
-    """Options of the compression step (recorded in results.json)."""
-    return {"prune_first": not a.no_prune_first, "merge_kl": a.merge_kl}
+    """Options of the compression step (recorded in results.json); the mixture argmax uses the pi0
+    the model was trained with."""
+    return {"prune_first": not a.no_prune_first, "merge_kl": a.merge_kl, "pi0": a.pi0}
 
 
 def validate(p, a):
@@ -118,6 +125,8 @@ def validate(p, a):
         v = getattr(a, name)
         if v is not None and not (np.isfinite(v) and (v >= 0 if low is None else v > low)):
             p.error(f"--{name.replace('_', '-')} must be a finite {what} number, got {v}")
+    if not (0.0 < a.pi0 < 1.0):
+        p.error(f"--pi0 must lie in (0, 1), got {a.pi0}")
     if a.merge_kl is not None and not (a.merge_kl >= 0 and np.isfinite(a.merge_kl)):
         p.error(f"--merge-kl must be a finite non-negative number, got {a.merge_kl}")
     if a.finetune_epochs < 1 or not (a.finetune_lr > 0 and np.isfinite(a.finetune_lr)):
@@ -210,6 +219,8 @@ def main(argv=None):
         ok, why = cuda_available()
         if not ok:
             p.error(f"--device cuda: {why}")
+    if a.sweep:
+        return sweep.main(a, argv)
     cfg = config_from_args(a)
     out = a.out or os.path.join("runs", a.arch + ("-quick" if a.quick else ""))
     logf = None
@@ -249,7 +260,7 @@ def main(argv=None):
                                                           "finetune": a.finetune})
         log(report.table2(a.arch, results))
         if not a.no_figures:
-            for f in report.figures(out, a.arch, finals):
+            for f in report.figures(out, a.arch, finals, pi0=cfg.pi0):
                 log(f"# figure {f}")
         log(f"# results in {os.path.join(out, 'results.json')}")
         return 0

@@ -6,13 +6,14 @@ Two compression ratios are reported (see README, "Compression ratios"):
     ratio_paper  the paper's accounting: 32 * weights / (bits of values + offsets + codebook)
 """
 
+import io
 import json
 import os
 
 import numpy as np
 
 from . import models
-from .arch import get_arch
+from .arch import PI0, get_arch
 from .fileio import atomic_write_bytes
 from .phases import METHODS, PHASES
 from .train import prune_masks
@@ -40,11 +41,10 @@ def summarize(arch, method, params, x_test, y_test, out_dir, compress_opts=None,
     if finetune is None:
         cm = compress.compress_model(arch, params, method, **opts)
     else:
-        from .compress.pipeline import layout_model, quantize
+        from .compress.pipeline import QUANTIZE_OPTIONS, layout_model, quantize
         from .finetune import finetune_quantized
 
-        q = quantize(arch, params, method, **{k: opts.pop(k) for k in ("vd_per_layer", "prune_first",
-                                                                        "merge_kl") if k in opts})
+        q = quantize(arch, params, method, **{k: opts.pop(k) for k in QUANTIZE_OPTIONS if k in opts})
         ft = dict(finetune)
         q, b = finetune_quantized(arch, q, {l.name: params[f"{l.name}.bias"] for l in get_arch(arch)},
                                   ft.pop("x"), ft.pop("y"), **ft)
@@ -100,9 +100,16 @@ def write_results(out_dir, arch, results, extra=None):
                        json.dumps(doc, indent=2, default=float).encode())
 
 
-def figures(out_dir, arch, finals):
-    """Weight-mean histograms with the learned mixture (before/after SWS) and per-layer sparsity.
-    Returns the list of PNGs written; [] when matplotlib is not installed."""
+def save_figure(fig, path, dpi=90):
+    """A matplotlib figure as a PNG at `path`, written atomically."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def figures(out_dir, arch, finals, pi0=PI0):
+    """Weight-mean histograms with the learned mixture (before/after SWS; zero component's proportion
+    `pi0`) and per-layer sparsity. Returns the list of PNGs written; [] when matplotlib is not installed."""
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -124,13 +131,13 @@ def figures(out_dir, arch, finals):
             if "gmm.mu" in p:
                 mu, ll, lp = p["gmm.mu"], p["gmm.log_lambda"], p["gmm.log_pi"]
             else:
-                mu, ll, lp = mixture_init(w, dtype=np.float64)
+                mu, ll, lp = mixture_init(w, pi0=pi0, dtype=np.float64)
             counts = ax.hist(w, bins=200, density=True, color="0.6", log=True)[0]
             grid = np.linspace(w.min(), w.max(), 1000)
             pi = np.empty(len(mu))
-            pi[0] = 0.999
+            pi[0] = pi0
             e = np.exp(lp[1:] - lp[1:].max())
-            pi[1:] = 0.001 * e / e.sum()
+            pi[1:] = (1.0 - pi0) * e / e.sum()
             lam = np.exp(ll)
             dens = (pi[:, None] * np.sqrt(lam[:, None] / (2 * np.pi))
                     * np.exp(-0.5 * lam[:, None] * (grid[None] - mu[:, None]) ** 2)).sum(0)
@@ -139,7 +146,7 @@ def figures(out_dir, arch, finals):
             ax.set_ylim(1e-3, 10 * counts.max())  # the zero component's peak is far higher
         path = os.path.join(out_dir, f"hist_{phase}.png")
         fig.tight_layout()
-        fig.savefig(path, dpi=90)
+        save_figure(fig, path)
         plt.close(fig)
         written.append(path)
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -160,7 +167,7 @@ def figures(out_dir, arch, finals):
     ax.legend()
     path = os.path.join(out_dir, "sparsity.png")
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    save_figure(fig, path)
     plt.close(fig)
     written.append(path)
     return written

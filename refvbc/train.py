@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from . import models, priors
-from .arch import GAMMA_ALPHA, GAMMA_BETA, get_arch
+from .arch import GAMMA_ALPHA, GAMMA_BETA, PI0, get_arch
 from .data import batches
 from .fileio import atomic_savez, load_npz
 from .objective import loss_and_grads
@@ -59,6 +59,7 @@ class Config:
     gamma_alpha: float = GAMMA_ALPHA
     gamma_beta: float = GAMMA_BETA
     gamma_param: str = "rate"  # beta read as a rate (mode (alpha-1)/beta) or a scale (priors.gamma_rate)
+    pi0: float = PI0  # mixture phases: the zero component's fixed mixing proportion
     lr_decay_from: object = None  # mixture phases: Adam rates decay linearly to 0 from this fraction on
     tau2_final: object = None  # mixture phases: tau2 raised linearly to this value ...
     tau2_ramp_from: float = 0.5  # ... over the epochs from this fraction of the phase on
@@ -182,7 +183,7 @@ def phase_setup(cfg, phase, start_params):
                  weight_decay=cfg.weight_decay if spec.weight_decay else 0.0)
     if spec.mixture:
         coefs.update(gamma_alpha=cfg.gamma_alpha,
-                     gamma_beta=priors.gamma_rate(cfg.gamma_beta, cfg.gamma_param))
+                     gamma_beta=priors.gamma_rate(cfg.gamma_beta, cfg.gamma_param), pi0=cfg.pi0)
     if spec.variational and cfg.mask_pruned and spec.mixture:
         coefs["mask_pruned"] = True
     if spec.start is None:
@@ -193,7 +194,7 @@ def phase_setup(cfg, phase, start_params):
         params = models.add_log_sigma2(params, cfg.arch, cfg.log_sigma2_init)
     if spec.mixture:
         flat = np.concatenate([params[k].ravel() for k in models.weight_keys(cfg.arch)])
-        mu, log_lambda, log_pi = priors.mixture_init(flat, dtype=dtype)
+        mu, log_lambda, log_pi = priors.mixture_init(flat, pi0=cfg.pi0, dtype=dtype)
         params.update({"gmm.mu": mu, "gmm.log_lambda": log_lambda, "gmm.log_pi": log_pi})
     return params, {g: cfg.lrs[g] for g in spec.groups}, coefs
 
@@ -257,6 +258,8 @@ def make_stepper(device, arch, params, opt, coefs, n_data):
             raise RunError("--mask-pruned is not implemented on --device cuda")
         if extra and (extra.get("gamma_alpha") != GAMMA_ALPHA or extra.get("gamma_beta") != GAMMA_BETA):
             raise RunError("--device cuda uses the spec's Gamma hyper-prior (alpha 1e5, rate 10) only")
+        if extra.get("pi0", PI0) != PI0:
+            raise RunError(f"--device cuda uses the spec's pi0 = {PI0} only")
         return CudaStepper(arch, params, opt, {k: coefs[k] for k in ("tau1", "tau2", "weight_decay")},
                            n_data)
     if device != "cpu":
@@ -358,8 +361,10 @@ class Run:
                      f"{self.ckpt_prev} ({meta['phase']} after epoch {meta['epoch']})")
         saved = meta["config"]
         mine = asdict(self.cfg)
-        # Epoch counts may change on resume (to extend or shorten a run), except for the phase in
-        # progress when it has already run more epochs than now asked for.
+        # A setting that an older checkpoint lacks was added later with its default, the value that
+        # run used. Epoch counts may change on resume (to extend or shorten a run), except for the
+        # phase in progress when it has already run more epochs than now asked for.
+        saved = dict(asdict(Config()), **saved)
         diff = [k for k in mine if k != "epochs" and saved.get(k) != mine[k]]
         if diff:
             raise RunError("--resume with different settings than the checkpoint: " + ", ".join(
@@ -446,8 +451,10 @@ class Run:
                 self._write_checkpoint(phase, epoch + 1, params, opt, history)
                 if budget is not None:
                     budget -= 1
-            save_params(self.phase_file(phase), cfg.arch, params, phase=phase,
-                        extra={"history": np.array(json.dumps(history))})
+            extra = {"history": np.array(json.dumps(history))}
+            if PHASES[phase].mixture:  # the compressor's argmax needs it (python -m refvbc.compress)
+                extra["config/pi0"] = np.array(cfg.pi0)
+            save_params(self.phase_file(phase), cfg.arch, params, phase=phase, extra=extra)
             finals[phase] = params
             eta.done(phase)
             state = None

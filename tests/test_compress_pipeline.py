@@ -12,16 +12,16 @@ from refvbc.compress.cluster import build_codebook, cluster_vd, fit_gmm_1d, gmm_
 from refvbc.compress.synthetic import synthetic_params
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("dtype, pi0", [(np.float32, 0.999), (np.float64, 0.999), (np.float64, 1e-3)])
 @pytest.mark.parametrize("method", ["sws", "vdsws"])
-def test_mixture_clustering(method, dtype):
+def test_mixture_clustering(method, dtype, pi0):
     p = synthetic_params("lenet300", method, density=0.03, dead_units=0.0, seed=2, dtype=dtype)
-    cm = compress_model("lenet300", p, method, fold_constants=False)
+    cm = compress_model("lenet300", p, method, fold_constants=False, pi0=pi0)
     full = cm.to_params()
     mu = p["gmm.mu"]
     for L in get_arch("lenet300"):
         t = p[f"{L.name}.theta"]
-        k = priors.mixture_responsibility_argmax(t, mu, p["gmm.log_lambda"], p["gmm.log_pi"])
+        k = priors.mixture_responsibility_argmax(t, mu, p["gmm.log_lambda"], p["gmm.log_pi"], pi0=pi0)
         expect = np.where(k == 0, 0.0, mu[k]).astype(np.float32)
         if method == "vdsws":
             expect[priors.dropout_rate(t, p[f"{L.name}.log_sigma2"]) >= 0.95] = 0.0
@@ -62,6 +62,22 @@ def test_vd_pipeline():
         err = np.abs(w[w != 0] - p[f"{L.name}.theta"][w != 0]).max()
         assert err < 0.05, f"{L.name}: quantization error {err}"
     assert np.count_nonzero(np.concatenate([l.weight.ravel() for l in cm.layers])) <= keep_total
+
+
+@pytest.mark.parametrize("k", [1, 3, 16])
+def test_vd_components_and_prune_threshold(k):
+    """vd_components bounds each layer's distinct values; prune_threshold is the dropout rate at and
+    above which a weight is pruned (the synthetic model's pruned weights sit at 0.99995)."""
+    p = synthetic_params("lenet300", "vd", density=0.01, seed=3)
+    cm = compress_model("lenet300", p, "vd", vd_components=k)
+    for L in cm.layers:
+        assert 1 <= len(np.unique(L.weight[L.weight != 0])) <= k, L.name
+    nz = lambda c: sum(int(np.count_nonzero(L.weight)) for L in c.layers)
+    assert nz(compress_model("lenet300", p, "vd", vd_components=k, prune_threshold=0.99999)) > nz(cm)
+    with pytest.raises(ValueError, match="vd_components"):
+        compress_model("lenet300", p, "vd", vd_components=0)
+    with pytest.raises(ValueError, match="threshold"):
+        compress_model("lenet300", p, "vd", prune_threshold=1.0)
 
 
 @pytest.mark.parametrize("per_layer", [True, False])

@@ -103,6 +103,8 @@ def test_resume_with_other_settings_is_refused(quick_run, tmp_path):
     (["--arch", "lenet300", "--lr-decay-from", "1.5"], "--lr-decay-from must lie in [0, 1)"),
     (["--arch", "lenet300", "--gamma-beta", "0"], "--gamma-beta must be a finite positive"),
     (["--arch", "lenet300", "--finetune-epochs", "0"], "--finetune-epochs must be >= 1"),
+    (["--arch", "lenet300", "--pi0", "1"], "--pi0 must lie in (0, 1), got 1.0"),
+    (["--arch", "lenet300", "--pi0", "nan"], "--pi0 must lie in (0, 1), got nan"),
     ([], "the following arguments are required: --arch"),
 ])
 def test_bad_flags(args, msg):
@@ -150,6 +152,30 @@ def test_resume_may_extend_epochs_but_not_shrink_the_running_phase(tmp_path):
     finals = Run(longer, out, data, log=lines.append).run(resume=True)
     assert "l2" in finals and any("resumed l2 after epoch 1" in l for l in lines), lines
     assert sum(l.startswith("   l2 epoch") for l in lines) == 2, lines
+
+
+def test_resume_of_a_checkpoint_older_than_a_setting(tmp_path):
+    """A checkpoint written before a setting existed (here pi0) resumes: the missing setting is read
+    as its default, the value that run used."""
+    import json as js
+
+    from refvbc.experiment import load_data
+    from refvbc.fileio import atomic_savez, load_npz
+    from refvbc.train import Config, Run
+
+    cfg = Config(arch="lenet300", method="l2", n_train=200, n_test=200, epochs={"l2": 2})
+    data = load_data(cfg)
+    out = str(tmp_path / "r")
+    assert Run(cfg, out, data, log=lambda s: None).run(max_epochs=1) is None
+    ck = os.path.join(out, "checkpoint.npz")
+    arrays = load_npz(ck)
+    meta = js.loads(str(arrays["meta"]))
+    del meta["config"]["pi0"]
+    arrays["meta"] = np.array(js.dumps(meta))
+    atomic_savez(ck, **arrays)
+    lines = []
+    assert "l2" in Run(cfg, out, data, log=lines.append).run(resume=True)
+    assert any("resumed l2 after epoch 1" in l for l in lines), lines
 
 
 def test_init_from_a_phase_model_continues_exactly(quick_run, tmp_path):

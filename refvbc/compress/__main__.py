@@ -2,7 +2,7 @@
 
     python -m refvbc.compress encode PARAMS.npz OUT.rvbc [--arch A] --method M [--offset-bits-dense 5]
                               [--offset-bits-conv 8] [--huffman-offsets] [--layout auto|csr|dense]
-                              [--vd-shared-gmm]
+                              [--vd-shared-gmm] [--vd-components 64] [--prune-threshold 0.95]
     python -m refvbc.compress decode IN.rvbc OUT.npz    full-shape float32 params (param/<name>, config/arch)
     python -m refvbc.compress eval IN.rvbc [--data DIR] test accuracy on the bundled MNIST
     python -m refvbc.compress info IN.rvbc              the accounting (per layer, totals, both ratios)
@@ -13,7 +13,9 @@
                                                         throughput (batch 1000), weight bytes, accuracy
 
 PARAMS.npz holds `param/<name>` arrays and `config/arch` (the cross-check layout of the spec); --arch
-overrides / replaces config/arch. Exit status 2 with a one-line message on bad input.
+overrides / replaces config/arch. A mixture model's `config/pi0` (written by training) is the zero
+component's proportion the argmax uses (0.999 when absent). Exit status 2 with a one-line message on
+bad input.
 """
 
 import argparse
@@ -22,14 +24,18 @@ import sys
 
 import numpy as np
 
+from refvbc.arch import PI0
 from refvbc.compress import (FormatError, accuracy, compress_model, format_report, read_rvbc, report,
                              write_rvbc)
+from refvbc.compress.cluster import VD_COMPONENTS
 from refvbc.compress.pipeline import add_clustering_arguments
 from refvbc.fileio import load_npz
+from refvbc.priors import DROPOUT_THRESHOLD
 
 
-def load_params_npz(path, arch=None):
-    """Read PARAMS.npz -> (arch, params dict). Raises ValueError on a missing/odd file."""
+def load_params_npz(path, arch=None, with_pi0=False):
+    """Read PARAMS.npz -> (arch, params dict), or (arch, params, pi0) with `with_pi0` (config/pi0,
+    PI0 when absent). Raises ValueError on a missing/odd file."""
     z = load_npz(path, "parameter file")
     params = {k[len("param/"):]: v for k, v in z.items() if k.startswith("param/")}
     file_arch = str(z["config/arch"]) if "config/arch" in z else None
@@ -38,6 +44,8 @@ def load_params_npz(path, arch=None):
         raise ValueError(f"{path} has no config/arch; pass --arch")
     if not params:
         raise ValueError(f"{path} holds no param/<name> arrays")
+    if with_pi0:
+        return arch, params, float(z["config/pi0"]) if "config/pi0" in z else PI0
     return arch, params
 
 
@@ -55,6 +63,10 @@ def main(argv=None):
     e.add_argument("--layout", default="auto", choices=["auto", "csr", "dense"])
     e.add_argument("--vd-shared-gmm", action="store_true",
                    help="vd: one 64-component GMM over all layers instead of one per layer")
+    e.add_argument("--vd-components", type=int, default=VD_COMPONENTS,
+                   help="vd: components of the codebook's 1-D GMM (default %(default)s)")
+    e.add_argument("--prune-threshold", type=float, default=DROPOUT_THRESHOLD,
+                   help="vd/vdsws: prune weights whose dropout rate is at least this (default %(default)s)")
     add_clustering_arguments(e)
     d = sub.add_parser("decode", help="write the decoded full-shape parameters to OUT.npz")
     d.add_argument("rvbc")
@@ -77,12 +89,13 @@ def main(argv=None):
     a = p.parse_args(argv)
     try:
         if a.cmd == "encode":
-            arch, params = load_params_npz(a.params, a.arch)
+            arch, params, pi0 = load_params_npz(a.params, a.arch, with_pi0=True)
             cm = compress_model(arch, params, a.method,
                                 offset_bits={"dense": a.offset_bits_dense, "conv": a.offset_bits_conv},
                                 huffman_offsets=a.huffman_offsets, layout=a.layout,
                                 vd_per_layer=not a.vd_shared_gmm, prune_first=not a.no_prune_first,
-                                merge_kl=a.merge_kl)
+                                merge_kl=a.merge_kl, vd_components=a.vd_components,
+                                prune_threshold=a.prune_threshold, pi0=pi0)
             n = write_rvbc(a.out, cm)
             t = report(cm)["total"]
             print(f"wrote {a.out}: {n} bytes, cr_file {t['cr_file']:.1f}, cr_paper {t['cr_paper']:.1f}")

@@ -192,8 +192,8 @@ def gmm_argmax(x, means, variances, weights):
 
 
 def cluster_vd(thetas, keep, n_components=VD_COMPONENTS, per_layer=True):
-    """VD-only clustering (appendix B.1): a 64-component GMM over the surviving weights, each weight
-    quantized to the mean of its most responsible component.
+    """VD-only clustering (appendix B.1): an `n_components` (64) GMM over the surviving weights, each
+    weight quantized to the mean of its most responsible component.
 
     per_layer=True (default) fits one GMM per layer; False fits one GMM over all layers as the paper's
     text can be read. The paper does not say which; one shared fit gives the many small weights of the

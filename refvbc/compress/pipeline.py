@@ -12,15 +12,21 @@ Parameters are the flat dict of the project ("<layer>.theta", "<layer>.log_sigma
     "l2"     float32 weights as they are (exact zeros still removed); no codebook, raw float32 values
     "sws"    mixture argmax (deterministic weights, no log_sigma2)
     "vdsws"  dropout-rate pruning (>= 0.95), then mixture argmax
-    "vd"     dropout-rate pruning, then a 64-component 1-D GMM fitted by EM, quantized to its means
+    "vd"     dropout-rate pruning, then a 64-component (`vd_components`) 1-D GMM fitted by EM,
+             quantized to its means
 """
 
 import numpy as np
 
-from refvbc.arch import get_arch
+from refvbc.arch import PI0, get_arch
 from refvbc.compress import cluster, fileformat
 from refvbc.compress.model import METHODS, CompressedLayer, CompressedModel
 from refvbc.compress.prune import geometry, pruned_weight, structural_prune
+from refvbc.priors import DROPOUT_THRESHOLD
+
+# The keyword options of `quantize` (compress_model passes them on; report.summarize separates them
+# from the layout options when it fine-tunes between the two steps).
+QUANTIZE_OPTIONS = ("vd_per_layer", "prune_first", "merge_kl", "vd_components", "prune_threshold", "pi0")
 
 DEFAULT_OFFSET_BITS = {"dense": 5, "conv": 8}  # appendix B.2
 
@@ -73,40 +79,46 @@ def add_clustering_arguments(parser):
                         help="sws/vdsws: merge mixture components closer than this symmetric KL first")
 
 
-def quantize(arch, params, method, vd_per_layer=True, prune_first=True, merge_kl=None):
+def quantize(arch, params, method, vd_per_layer=True, prune_first=True, merge_kl=None,
+             vd_components=cluster.VD_COMPONENTS, prune_threshold=DROPOUT_THRESHOLD, pi0=PI0):
     """Step (i) of the pipeline, clustering: the quantized weight of every layer.
 
     Inputs:  arch; params flat dict; method in METHODS; vd_per_layer: see cluster.cluster_vd;
-             prune_first: "vdsws" sets weights with dropout rate >= 0.95 to 0 before the mixture
-             argmax (the spec's order); False collapses them by the argmax alone;
-             merge_kl: "sws"/"vdsws" merge mixture components closer than this first (None: no merging).
+             prune_first: "vdsws" sets weights with dropout rate >= prune_threshold to 0 before the
+             mixture argmax (the spec's order); False collapses them by the argmax alone;
+             merge_kl: "sws"/"vdsws" merge mixture components closer than this first (None: no merging);
+             vd_components: components of the "vd" codebook's 1-D GMM (appendix B.1: 64);
+             prune_threshold: the dropout rate at and above which "vd"/"vdsws" prune a weight (0.95);
+             pi0: the zero component's mixing proportion the "sws"/"vdsws" model was trained with.
     Returns: dict layer name -> float32 array of the weight's shape (exact zeros where pruned).
     """
     _check_params(arch, params, method)
+    if method == "vd" and not (isinstance(vd_components, (int, np.integer)) and vd_components >= 1):
+        raise ValueError(f"vd_components must be an integer >= 1, got {vd_components!r}")
     names = [layer.name for layer in get_arch(arch)]
     thetas = {n: np.asarray(params[f"{n}.theta"]) for n in names}
     keep = None
     if method == "vd" or (method == "vdsws" and prune_first):
-        keep = {n: cluster.dropout_keep_mask(thetas[n], np.asarray(params[f"{n}.log_sigma2"], thetas[n].dtype))
-                for n in names}
+        keep = {n: cluster.dropout_keep_mask(thetas[n], np.asarray(params[f"{n}.log_sigma2"], thetas[n].dtype),
+                                             prune_threshold) for n in names}
     if method == "l2":
         quantized = {n: thetas[n].astype(np.float32) for n in names}
     elif method == "vd":
-        quantized = cluster.cluster_vd(thetas, keep, per_layer=vd_per_layer)[2]
+        quantized = cluster.cluster_vd(thetas, keep, vd_components, per_layer=vd_per_layer)[2]
     else:
         mu = np.asarray(params["gmm.mu"])
         dt = mu.dtype if mu.dtype in (np.float32, np.float64) else np.float64
         quantized = cluster.cluster_mixture(
             {n: t.astype(dt, copy=False) for n, t in thetas.items()}, mu.astype(dt),
             np.asarray(params["gmm.log_lambda"], dt), np.asarray(params["gmm.log_pi"], dt), keep=keep,
-            merge_kl=merge_kl)[2]
+            pi0=pi0, merge_kl=merge_kl)[2]
     for q in quantized.values():
         q[q == 0] = 0.0  # -0.0 -> +0.0: a zero is stored as "no entry" and decodes as +0.0
     return quantized
 
 
 def compress_model(arch, params, method, offset_bits=None, huffman_offsets=False, layout="auto",
-                   fold_constants=True, vd_per_layer=True, prune_first=True, merge_kl=None):
+                   fold_constants=True, **quantize_options):
     """Cluster, prune and lay out a trained model.
 
     Inputs:  arch "lenet300"/"lenet5"; params flat dict; method in METHODS;
@@ -115,10 +127,10 @@ def compress_model(arch, params, method, offset_bits=None, huffman_offsets=False
              layout "csr", "dense" or "auto" (per layer, whichever gives fewer bytes: a dense layer is
              stored as all its kept entries with no offsets, which is what an unpruned L2 layer wants);
              fold_constants: see refvbc/compress/prune.py;
-             vd_per_layer, prune_first, merge_kl: the clustering options of `quantize`.
+             quantize_options: the clustering options of `quantize` (QUANTIZE_OPTIONS).
     Returns: CompressedModel (validated).
     """
-    quantized = quantize(arch, params, method, vd_per_layer, prune_first, merge_kl)
+    quantized = quantize(arch, params, method, **quantize_options)
     biases = {layer.name: params[f"{layer.name}.bias"] for layer in get_arch(arch)}
     return layout_model(arch, method, quantized, biases, offset_bits, huffman_offsets, layout,
                         fold_constants)
