@@ -24,7 +24,9 @@ KL_K1, KL_K2, KL_K3 = 0.63576, 1.87320, 1.48695  # Molchanov et al. 2017 (spec "
 CLIP = 10.0  # log alpha is clipped to [-10, 10]
 EPS_VAR = 1e-8  # sqrt(v + 1e-8)
 EPS_THETA = 1e-8  # log(theta^2 + 1e-8)
+PRUNE_AT = math.log(19.0)  # a weight is pruned when its clipped log alpha >= log 19 (dropout rate >= 0.95)
 CONFIG = ("tau1", "tau2", "n_data", "pi0", "gamma_alpha", "gamma_beta")
+OPTIONAL = {"mask_pruned": 0.0}  # config keys a file may omit, with their default
 
 # spec "Architectures": (layer, is_conv, what follows)
 LENETS = {
@@ -34,17 +36,20 @@ LENETS = {
 }
 
 
-def pre_activation(h, theta, log_var, bias, eps, conv):
-    """Local reparameterization: m + sqrt(v + 1e-8) * eps (spec "Variational layer")."""
+def pre_activation(h, theta, log_var, bias, eps, conv, keep):
+    """Local reparameterization: m + sqrt(v + 1e-8) * eps (spec "Variational layer"), with theta = 0 and
+    sigma^2 = 0 where the weight-shaped bool `keep` is False (the --mask-pruned option)."""
+    theta = jnp.where(keep, theta, 0.0)
+    var_w = jnp.where(keep, jnp.exp(log_var), 0.0)
     if conv:
         def conv2d(a, w):
             return jax.lax.conv_general_dilated(a, w, window_strides=(1, 1), padding="VALID",
                                                 dimension_numbers=("NCHW", "OIHW", "NCHW"))
         mean = conv2d(h, theta) + bias[None, :, None, None]
-        var = conv2d(h ** 2, jnp.exp(log_var))
+        var = conv2d(h ** 2, var_w)
     else:
         mean = jnp.dot(h, theta.T) + bias
-        var = jnp.dot(h ** 2, jnp.exp(log_var).T)
+        var = jnp.dot(h ** 2, var_w.T)
     return mean + jnp.sqrt(var + EPS_VAR) * eps
 
 
@@ -52,10 +57,21 @@ def max_pool_2x2(h):
     return jax.lax.reduce_window(h, -jnp.inf, jax.lax.max, (1, 1, 2, 2), (1, 1, 2, 2), "VALID")
 
 
+def log_alpha(theta, log_var):
+    """clip(s - log(theta^2 + 1e-8), -10, 10) (jnp.clip passes no gradient outside the range)."""
+    return jnp.clip(log_var - jnp.log(theta ** 2 + EPS_THETA), -CLIP, CLIP)
+
+
+def kept(theta, log_var, mask_pruned):
+    """Bool, weight-shaped: False where mask_pruned (a 0/1 float, traced) is on and log alpha >= log 19.
+    A constant of the step: computed under stop_gradient from the current parameters."""
+    la = jax.lax.stop_gradient(log_alpha(theta, log_var))
+    return (la < PRUNE_AT) | (mask_pruned == 0.0)
+
+
 def kl_vd_sum(theta, log_var):
-    """Sum over weights of k1 - k1 sigmoid(k2 + k3 log alpha) + 0.5 log1p(exp(-log alpha)), with log alpha
-    = clip(s - log(theta^2 + 1e-8), -10, 10) (jnp.clip passes no gradient outside the range)."""
-    la = jnp.clip(log_var - jnp.log(theta ** 2 + EPS_THETA), -CLIP, CLIP)
+    """Sum over weights of k1 - k1 sigmoid(k2 + k3 log alpha) + 0.5 log1p(exp(-log alpha))."""
+    la = log_alpha(theta, log_var)
     return jnp.sum(KL_K1 - KL_K1 * jax.nn.sigmoid(KL_K2 + KL_K3 * la) + 0.5 * jnp.log1p(jnp.exp(-la)))
 
 
@@ -72,13 +88,15 @@ def mixture_and_gamma(w, mu, log_lam, rho, pi0, g_alpha, g_beta):
 
 
 def objective(params, arch, x, y, noise, cfg):
-    """The spec's minibatch loss; returns (loss, logits)."""
+    """The spec's minibatch loss; returns (loss, logits).  cfg["mask_pruned"] (optional, 0 when absent)
+    = 1 zeroes the pruned weights in the forward pass; KL_VD and the mixture see every weight."""
     h = x
     kl = 0.0
     weights = []
     for name, conv, after in LENETS[arch]:
         th, s = params[name + ".theta"], params[name + ".log_sigma2"]
-        h = pre_activation(h, th, s, params[name + ".bias"], noise[name], conv)
+        keep = kept(th, s, cfg.get("mask_pruned", 0.0))
+        h = pre_activation(h, th, s, params[name + ".bias"], noise[name], conv, keep)
         kl = kl + kl_vd_sum(th, s)
         weights.append(th.ravel())
         if after:
@@ -113,6 +131,7 @@ def jax_outputs(arrays, dtype=jnp.float64):
     step<k>/param|adam.m|adam.v/* after Adam step k."""
     arch = str(np.asarray(arrays["config/arch"])[()])
     cfg = {k: float(np.asarray(arrays["config/" + k])) for k in CONFIG}
+    cfg.update({k: float(np.asarray(arrays.get("config/" + k, v))) for k, v in OPTIONAL.items()})
     params = {k[6:]: jnp.asarray(np.asarray(v), dtype) for k, v in arrays.items() if k.startswith("param/")}
     out = {}
 

@@ -1,7 +1,7 @@
 """Files written by an independent JAX implementation of docs/objective.md (tests/jax_spec.py:
 jax.value_and_grad, Adam written out) through the real `verify` command: both architectures,
-tau2 0 and 0.02, one minibatch and 5 Adam steps, float64 at rtol 1e-7; a float32 file at the float32
-default.  Skipped when JAX is not installed."""
+tau2 0 and 0.02, without and with the mask_pruned option, one minibatch and 5 Adam steps, float64 at
+rtol 1e-7; a float32 file at the float32 default.  Skipped when JAX is not installed."""
 
 import numpy as np
 import pytest
@@ -15,14 +15,15 @@ from refvbc import crosscheck  # noqa: E402
 REL_TOL = 1e-7
 
 
-@pytest.mark.parametrize("arch,tau2", XU.CASES, ids=XU.CASE_IDS)
-def test_verify_jax_file(tmp_path, arch, tau2):
+@pytest.mark.parametrize("arch,tau2,mask", XU.ALL_CASES, ids=XU.ALL_IDS)
+def test_verify_jax_file(tmp_path, arch, tau2, mask):
     """One file holds both: the top-level minibatch and a 5-step trajectory."""
-    inputs = crosscheck.inputs(arch, tau2, XU.BATCH, XU.SEED, steps=XU.STEPS)
+    inputs = crosscheck.inputs(arch, tau2, XU.BATCH, XU.SEED, steps=XU.STEPS, mask_pruned=mask)
     arrays = jax_spec.jax_file(inputs)
     assert arrays["step5/param/fc1.theta"].dtype == np.float64, "jax_enable_x64 is not in effect"
     code, out, err = XU.run_verify(arrays, tmp_path / "jax.npz")
-    XU.assert_passes(code, out, err, REL_TOL, f"jax {arch} tau2={tau2}")
+    XU.assert_passes(code, out, err, REL_TOL, f"jax {arch} tau2={tau2} mask={mask}")
+    assert (", mask_pruned," in out.splitlines()[0]) == mask, out.splitlines()[0]
     assert len(XU.tensor_errors(out)) == len(crosscheck.check(arrays).outputs)
 
 

@@ -20,7 +20,7 @@ import torch_spec  # noqa: E402  (tests/ is on sys.path under pytest's default r
 from refvbc import arch as A  # noqa: E402
 from refvbc.crosscheck import rel_err  # noqa: E402  (max|a - b| / max|b|, b the reference)
 import xcheck_util as XU  # noqa: E402
-from xcheck_util import BATCH, CASE_IDS, CASES, SEED  # noqa: E402
+from xcheck_util import ALL_CASES, ALL_IDS, BATCH, MASK_CASES, SEED  # noqa: E402
 
 REL_TOL = 1e-7
 # entries of the fixed mixture component (spec "Terms"): their gradient must be exactly zero
@@ -50,22 +50,22 @@ def param_shape(arch_name, name):
 _CACHE = {}
 
 
-def exported(arch_name, tau2):
-    key = (arch_name, tau2)
+def exported(arch_name, tau2, mask=False):
+    key = (arch_name, tau2, mask)
     if key not in _CACHE:
         from refvbc import crosscheck
 
-        arrays = crosscheck.build(arch_name, tau2, BATCH, SEED)
+        arrays = crosscheck.build(arch_name, tau2, BATCH, SEED, mask_pruned=mask)
         _CACHE[key] = (arrays, torch_spec.spec_loss(arrays, return_aux=True))
     return _CACHE[key]
 
 
-@pytest.mark.parametrize("arch_name,tau2", CASES, ids=CASE_IDS)
-def test_keys_shapes_dtypes(arch_name, tau2):
-    arrays, _ = exported(arch_name, tau2)
+@pytest.mark.parametrize("arch_name,tau2,mask", ALL_CASES, ids=ALL_IDS)
+def test_keys_shapes_dtypes(arch_name, tau2, mask):
+    arrays, _ = exported(arch_name, tau2, mask)
     names = param_names(arch_name)
     layers = A.get_arch(arch_name)
-    expected = {f"config/{k}" for k in ("arch",) + torch_spec.CONFIG_KEYS}
+    expected = {f"config/{k}" for k in ("arch",) + torch_spec.CONFIG_KEYS + tuple(torch_spec.OPTIONS)}
     expected |= {"input/x", "input/y", "out/loss", "out/logits"}
     expected |= {f"param/{n}" for n in names} | {f"grad/{n}" for n in names}
     expected |= {f"noise/{layer.name}" for layer in layers}
@@ -77,11 +77,11 @@ def test_keys_shapes_dtypes(arch_name, tau2):
         f"config/arch: expected a 0-d str array, got shape {arch_arr.shape} dtype {arch_arr.dtype}"
     assert str(arch_arr[()]) == arch_name, f"config/arch: expected {arch_name!r}, got {arch_arr[()]!r}"
     want_config = {"tau1": 1.0, "tau2": tau2, "n_data": float(A.N_TRAIN), "pi0": A.PI0,
-                   "gamma_alpha": A.GAMMA_ALPHA, "gamma_beta": A.GAMMA_BETA}
+                   "gamma_alpha": A.GAMMA_ALPHA, "gamma_beta": A.GAMMA_BETA, "mask_pruned": int(mask)}
     for k, v in want_config.items():
         a = np.asarray(arrays[f"config/{k}"])
         assert a.shape == (), f"config/{k}: expected a scalar, got shape {a.shape}"
-        ok_dtype = a.dtype == np.float64 or (k == "n_data" and a.dtype.kind in "iu")
+        ok_dtype = a.dtype == np.float64 or (k in ("n_data", "mask_pruned") and a.dtype.kind in "iu")
         assert ok_dtype, f"config/{k}: expected float64, got {a.dtype}"
         assert float(a) == v, f"config/{k}: expected {v}, got {float(a)}"
 
@@ -103,9 +103,9 @@ def test_keys_shapes_dtypes(arch_name, tau2):
     assert float(arrays["param/gmm.mu"][0]) == 0.0, f"gmm.mu[0]: expected 0, got {arrays['param/gmm.mu'][0]}"
 
 
-@pytest.mark.parametrize("arch_name,tau2", CASES, ids=CASE_IDS)
-def test_matches_torch(arch_name, tau2):
-    arrays, (loss, logits, grads, _) = exported(arch_name, tau2)
+@pytest.mark.parametrize("arch_name,tau2,mask", ALL_CASES, ids=ALL_IDS)
+def test_matches_torch(arch_name, tau2, mask):
+    arrays, (loss, logits, grads, _) = exported(arch_name, tau2, mask)
     errors = []
     e = rel_err(arrays["out/loss"], loss)
     if not e <= REL_TOL:
@@ -136,11 +136,11 @@ def test_matches_torch(arch_name, tau2):
     assert not errors, "exported file differs from the torch recomputation:\n" + "\n".join(errors)
 
 
-@pytest.mark.parametrize("arch_name,tau2", CASES, ids=CASE_IDS)
-def test_exercises_branches(arch_name, tau2):
+@pytest.mark.parametrize("arch_name,tau2,mask", ALL_CASES, ids=ALL_IDS)
+def test_exercises_branches(arch_name, tau2, mask):
     """The spec's "Cross-check file": log alpha inside and outside the clip, ReLU inputs away from 0,
     weights near several mixture components (plus: no max-pool ties that matter)."""
-    arrays, (_, _, _, aux) = exported(arch_name, tau2)
+    arrays, (_, _, _, aux) = exported(arch_name, tau2, mask)
     raw = np.concatenate([aux[f"log_alpha_raw/{layer.name}"].ravel() for layer in A.get_arch(arch_name)])
     n_lo, n_hi = int(np.sum(raw < -10)), int(np.sum(raw > 10))
     n_in = int(np.sum((raw > -10) & (raw < 10)))
@@ -181,23 +181,69 @@ def test_exercises_branches(arch_name, tau2):
 TERM_RESOLVE = 1e-5  # a term this size of a tensor's gradient shows a 1% error of it at REL_TOL
 
 
-@pytest.mark.parametrize("arch_name,tau2", CASES, ids=CASE_IDS)
-def test_terms_resolvable(arch_name, tau2):
+@pytest.mark.parametrize("arch_name,tau2,mask", ALL_CASES, ids=ALL_IDS)
+def test_terms_resolvable(arch_name, tau2, mask):
     """Every loss term that depends on a parameter tensor must be large enough in that tensor's total
-    gradient for the per-tensor comparison at REL_TOL to detect an error in it."""
-    arrays, (_, _, grads, _) = exported(arch_name, tau2)
+    gradient for the per-tensor comparison at REL_TOL to detect an error in it.  With the mask, the
+    pruned weights alone must show their KL (and prior) parts too, and no cross-entropy part."""
+    arrays, (_, _, grads, _) = exported(arch_name, tau2, mask)
     term_grads = torch_spec.spec_term_grads(arrays)
     weak = []
     for name, total in grads.items():
-        suffix = name.rsplit(".", 1)[1]
+        layer, suffix = name.rsplit(".", 1)
         expected = {"theta": ["ce", "kl"] + (["prior"] if tau2 else []), "log_sigma2": ["ce", "kl"],
                     "bias": ["ce"]}.get(suffix, ["prior"] if tau2 else [])
         scale = float(np.max(np.abs(total)))
-        for term in expected:
-            ratio = float(np.max(np.abs(term_grads[term][name]))) / max(scale, 1e-300)
-            if ratio < TERM_RESOLVE:
-                weak.append(f"{name}: {term} is {ratio:.2e} of max|grad| {scale:.2e}")
+        parts = [("", slice(None))]
+        if mask and suffix in ("theta", "log_sigma2"):
+            pruned = ~pruned_keep(arrays, layer)
+            parts.append((" (pruned weights)", pruned))
+            ce = float(np.max(np.abs(term_grads["ce"][name][pruned])))
+            assert ce == 0.0, f"{name}: pruned weights get a cross-entropy gradient (max {ce:.2e}); expected 0"
+        for what, where in parts:
+            for term in expected:
+                if what and term == "ce":
+                    continue
+                ratio = float(np.max(np.abs(term_grads[term][name][where]))) / max(scale, 1e-300)
+                if ratio < TERM_RESOLVE:
+                    weak.append(f"{name}{what}: {term} is {ratio:.2e} of max|grad| {scale:.2e}")
     assert not weak, f"terms below {TERM_RESOLVE} of their tensor's gradient:\n" + "\n".join(weak)
+
+
+def pruned_keep(arrays, layer, prefix="param/"):
+    """torch_spec's keep mask (np bool) of `layer` for the parameters ``<prefix><layer>.*``."""
+    return torch_spec.keep_mask(torch.tensor(arrays[f"{prefix}{layer}.theta"]),
+                                torch.tensor(arrays[f"{prefix}{layer}.log_sigma2"])).numpy()
+
+
+def log_alpha_margin(arrays, arch_name, prefix="param/"):
+    """min over all weights of |clipped log alpha - log 19|: how far the nearest weight is from
+    switching the mask."""
+    margin = np.inf
+    for layer in A.get_arch(arch_name):
+        th = torch.tensor(arrays[f"{prefix}{layer.name}.theta"])
+        s = torch.tensor(arrays[f"{prefix}{layer.name}.log_sigma2"])
+        la = torch_spec.clip_log_alpha(torch_spec.log_alpha_unclipped(th, s)).numpy()
+        margin = min(margin, float(np.min(np.abs(la - torch_spec.LOG_ALPHA_PRUNE))))
+    return margin
+
+
+@pytest.mark.parametrize("arch_name,tau2", MASK_CASES, ids=[f"{a}-tau2={t}" for a, t in MASK_CASES])
+def test_mask_case_prunes_every_layer(arch_name, tau2):
+    """A mask_pruned file: in every layer 20-60% of the weights pruned (some with log alpha inside the
+    clip range, where KL_VD passes a gradient) and the rest kept, none within 0.5 of log 19; and the
+    mask matters: the unmasked loss of the same inputs differs."""
+    arrays, (loss, _, _, aux) = exported(arch_name, tau2, mask=True)
+    for layer in A.get_arch(arch_name):
+        frac = 1.0 - float(np.mean(pruned_keep(arrays, layer.name)))
+        assert 0.2 <= frac <= 0.6, f"{layer.name}: expected 20-60% of the weights pruned, got {frac:.1%}"
+        raw = aux[f"log_alpha_raw/{layer.name}"]
+        n_in = int(np.sum((raw >= torch_spec.LOG_ALPHA_PRUNE) & (raw < 10.0)))
+        assert n_in > 0, f"{layer.name}: no pruned weight with log alpha inside the clip range"
+    margin = log_alpha_margin(arrays, arch_name)
+    assert margin > 0.5, f"a weight's log alpha lies within {margin:.3e} of log 19"
+    unmasked = torch_spec.spec_loss(dict(arrays, **{"config/mask_pruned": np.array(0)}))[0]
+    assert rel_err(unmasked, loss) > 1e-3, f"the mask changes the loss by only {rel_err(unmasked, loss):.1e}"
 
 
 def test_write_roundtrip(tmp_path):
@@ -220,11 +266,12 @@ def test_write_roundtrip(tmp_path):
         assert np.array_equal(grads[n], ref[2][n]), f"grad {n} changed through write/read"
 
 
-def test_cli_matches_build(tmp_path):
-    arrays, _ = exported("lenet300", 0.02)
+@pytest.mark.parametrize("mask", [False, True], ids=["", "mask"])
+def test_cli_matches_build(tmp_path, mask):
+    arrays, _ = exported("lenet300", 0.02, mask)
     path = tmp_path / "cli.npz"
     cmd = [sys.executable, "-m", "refvbc.crosscheck", "--arch", "lenet300", "--tau2", "0.02",
-           "--batch", str(BATCH), "--seed", str(SEED), "--out", str(path)]
+           "--batch", str(BATCH), "--seed", str(SEED), "--out", str(path)] + ["--mask-pruned"] * mask
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, f"CLI failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
     with np.load(path) as f:
@@ -252,13 +299,15 @@ TINY = {
 }
 
 
-def tiny_arrays(arch_name, tau2, batch=2, seed=0):
-    """A spec-format dict (inputs only) for a shrunken network of the same topology."""
+def tiny_arrays(arch_name, tau2, batch=2, seed=0, mask=False):
+    """A spec-format dict (inputs only) for a shrunken network of the same topology; mask: with
+    config/mask_pruned = 1 (the weights above the clip range, a quarter, are pruned)."""
     rng = np.random.default_rng(seed)
     xshape, layers = TINY[arch_name]
     out = {"config/arch": np.array(arch_name), "config/tau1": np.float64(1.0), "config/tau2": np.float64(tau2),
            "config/n_data": np.float64(100.0), "config/pi0": np.float64(0.5),  # not 0.999: gives the learnable components a visible gradient
            "config/gamma_alpha": np.float64(A.GAMMA_ALPHA), "config/gamma_beta": np.float64(A.GAMMA_BETA),
+           "config/mask_pruned": np.float64(mask),
            "input/x": rng.uniform(0, 1, (batch,) + xshape[1:]), "input/y": rng.integers(0, 10, batch)}
     for name, wshape, pshape in layers:
         # per weight a branch: log alpha below, inside (twice as likely) or above [-10, 10]; the
@@ -282,11 +331,13 @@ def tiny_arrays(arch_name, tau2, batch=2, seed=0):
 
 
 @pytest.mark.parametrize("arch_name", ["lenet300", "lenet5"])
-@pytest.mark.parametrize("tau2", [0.0, 1.0])  # tau2 = 1 so the mixture gradients rise above round-off
-def test_torch_spec_central_differences(arch_name, tau2):
+@pytest.mark.parametrize("tau2,mask", [(0.0, False), (1.0, False), (1.0, True)],
+                         ids=["tau2=0", "tau2=1", "tau2=1-mask"])  # tau2 = 1: mixture gradients above round-off
+def test_torch_spec_central_differences(arch_name, tau2, mask):
     """torch_spec's autograd gradient vs float64 central differences, on a tiny network
-    (per-tensor relative error <= 1e-6)."""
-    arrays = tiny_arrays(arch_name, tau2)
+    (per-tensor relative error <= 1e-6); with the mask, recomputed at every evaluation, it is a
+    constant of the step (no weight lies near log 19)."""
+    arrays = tiny_arrays(arch_name, tau2, mask=mask)
     arch, params, x, y, noise, config = torch_spec.unpack(arrays)
     _, _, grads = torch_spec.spec_loss(arrays)
     h = 1e-6
@@ -300,11 +351,23 @@ def test_torch_spec_central_differences(arch_name, tau2):
             num = num_grad(lambda _: torch_spec.spec_forward(arch, params, x, y, noise, config)[0], p, idx, h)
             ana = grads[name].ravel()[idx]
             e = rel_err(num, ana) if np.any(ana) else float(np.max(np.abs(num)))
-            assert e <= 1e-6, f"{arch_name} tau2={tau2} {name}: autograd vs central differences rel err {e:.3e}"
+            assert e <= 1e-6, \
+                f"{arch_name} tau2={tau2} mask={mask} {name}: autograd vs central differences rel err {e:.3e}"
     assert grads["gmm.mu"][0] == 0.0 and grads["gmm.log_pi"][0] == 0.0
     if tau2 == 0.0:
         for n in ("gmm.mu", "gmm.log_lambda", "gmm.log_pi"):
             assert np.all(grads[n] == 0.0), f"{n}: nonzero gradient at tau2=0"
+
+
+def test_torch_spec_keep_mask():
+    """The pruning rule of the mask: clipped log alpha >= log 19 ~ 2.944 is pruned, computed without
+    gradient from parameters that require one."""
+    la = torch.tensor([-12.0, 2.9, 2.95, 9.0, 12.0], dtype=torch.float64)
+    theta = torch.full((5,), 0.1, dtype=torch.float64, requires_grad=True)
+    s = (la + torch.log(theta.detach() ** 2 + 1e-8)).requires_grad_(True)
+    keep = torch_spec.keep_mask(theta, s)
+    assert keep.tolist() == [True, True, False, False, False], f"keep mask: {keep.tolist()}"
+    assert keep.dtype == torch.bool and not keep.requires_grad, "the mask must be a constant (no gradient)"
 
 
 def test_torch_spec_priors_against_scipy():
@@ -347,25 +410,30 @@ def test_torch_spec_priors_against_scipy():
 _TORCH_FILES = {}
 
 
-def torch_file(arch_name, tau2, steps, dtype=torch.float64):
+def torch_file(arch_name, tau2, steps, dtype=torch.float64, mask=False):
     """A complete file written by PyTorch from refvbc's exported inputs (outputs all PyTorch's)."""
     from refvbc import crosscheck
 
-    key = (arch_name, tau2, steps, dtype)
+    key = (arch_name, tau2, steps, dtype, mask)
     if key not in _TORCH_FILES:
-        inputs = crosscheck.inputs(arch_name, tau2, XU.BATCH, XU.SEED, steps=steps)
+        inputs = crosscheck.inputs(arch_name, tau2, XU.BATCH, XU.SEED, steps=steps, mask_pruned=mask)
         _TORCH_FILES[key] = torch_spec.spec_file(inputs, dtype)
     return _TORCH_FILES[key]
 
 
 @pytest.mark.parametrize("steps", [0, XU.STEPS], ids=["minibatch", f"{XU.STEPS}-steps"])
-@pytest.mark.parametrize("arch_name,tau2", CASES, ids=CASE_IDS)
-def test_verify_torch_file(tmp_path, arch_name, tau2, steps):
+@pytest.mark.parametrize("arch_name,tau2,mask", ALL_CASES, ids=ALL_IDS)
+def test_verify_torch_file(tmp_path, arch_name, tau2, mask, steps):
     """verify passes a PyTorch-written file at rtol 1e-7 (a minibatch, or a trajectory of 5
-    torch.optim.Adam steps with the Table-3 per-group learning rates)."""
-    arrays = torch_file(arch_name, tau2, steps)
+    torch.optim.Adam steps with the Table-3 per-group learning rates); with the mask, no weight
+    comes within 0.5 of log 19 along the trajectory, so the mask is the same in both."""
+    arrays = torch_file(arch_name, tau2, steps, mask=mask)
     code, out, err = XU.run_verify(arrays, tmp_path / "torch.npz")
-    XU.assert_passes(code, out, err, REL_TOL, f"torch {arch_name} tau2={tau2} steps={steps}")
+    XU.assert_passes(code, out, err, REL_TOL, f"torch {arch_name} tau2={tau2} mask={mask} steps={steps}")
+    assert (", mask_pruned," in out.splitlines()[0]) == mask, out.splitlines()[0]
+    for k in range(1, steps + 1) if mask else ():
+        margin = log_alpha_margin(arrays, arch_name, f"step{k}/param/")
+        assert margin > 0.5, f"step {k}: a weight's log alpha lies within {margin:.3e} of log 19"
 
 
 @pytest.mark.parametrize("arch_name", ["lenet300", "lenet5"])

@@ -115,6 +115,8 @@ BAD_FILES = {
     "string-tau2": (_set("config/tau2", np.array("0.02")), "config/tau2 must be a numeric scalar"),
     "empty-batch": (_set("input/x", np.zeros((0, 784))), "input/x holds an empty batch"),
     "dtype": (_set("config/dtype", np.array("float16")), "config/dtype must be 'float32' or 'float64'"),
+    "mask-value": (_set("config/mask_pruned", np.array(2)), "config/mask_pruned must be 0 or 1, got 2"),
+    "mask-string": (_set("config/mask_pruned", np.array("yes")), "config/mask_pruned must be a numeric scalar"),
     "inputs-only": (lambda a: [a.pop(k) for k in list(a) if k.startswith(("out/", "grad/"))],
                     "holds no outputs"),
 }
@@ -252,6 +254,21 @@ def test_wrong_optimizer_setting_is_caught(tmp_path, key, value, first):
     code, out, _ = run_verify(arrays, tmp_path / "cc.npz")
     last = out.splitlines()[-1]
     assert code == 1 and f"first disagreement: step 1, {first} " in last, f"exit {code}: {last}"
+
+
+def test_mask_pruned_key(tmp_path):
+    """config/mask_pruned is optional (a file without it, as written before the option, verifies with
+    the mask off) and read: the outputs of a mask_pruned file computed without the mask fail at
+    out/loss, and the header says mask_pruned."""
+    old = {k: v for k, v in exported("lenet300").items() if k != "config/mask_pruned"}
+    code, out, err = run_verify(old, tmp_path / "old.npz")
+    assert code == 0 and "note:" not in out, f"file without config/mask_pruned: exit {code}\n{err}{out[:300]}"
+    arrays = crosscheck.build("lenet300", 0.02, BATCH, SEED, with_outputs=False, mask_pruned=True)
+    arrays.update(crosscheck.outputs(dict(arrays, **{"config/mask_pruned": np.array(0)}), "lenet300", 0))
+    code, out, _ = run_verify(arrays, tmp_path / "unmasked.npz")
+    lines = out.splitlines()
+    assert "tau2 0.02, mask_pruned, batch" in lines[0], lines[0]
+    assert code == 1 and "first disagreement: out/loss " in lines[-1], f"exit {code}: {lines[-1]}"
 
 
 def test_float32_results_stored_as_float64(tmp_path):

@@ -20,6 +20,7 @@ Public API
     spec_forward(arch, params, x, y, noise, config) -> (loss tensor, logits tensor, aux dict)
     spec_terms(arch, params, x, y, noise, config) -> (logits, {"ce", "kl", "prior"} -> tensor, aux)
     spec_term_grads(arrays) -> {"ce", "kl", "prior"} -> {param name -> np.ndarray}
+    keep_mask(theta, log_sigma2) -> bool tensor, False where the --mask-pruned option zeroes the weight
     spec_outputs(arrays, dtype) -> {output key -> np.ndarray}: out/*, grad/* and step<k>/... of the
         docs/crosscheck.md layout, from the file's input keys alone
     spec_file(arrays, dtype) -> the input keys (cast to dtype) plus spec_outputs: a complete file
@@ -38,6 +39,7 @@ K1, K2, K3 = 0.63576, 1.87320, 1.48695
 LOG_ALPHA_MIN, LOG_ALPHA_MAX = -10.0, 10.0
 VAR_EPS = 1e-8  # spec "Variational layer": y = m + sqrt(v + 1e-8) * eps
 THETA_EPS = 1e-8  # spec "Terms": log alpha = s - log(theta^2 + 1e-8)
+LOG_ALPHA_PRUNE = math.log(19.0)  # spec "Evaluation and pruning": pruned when clipped log alpha >= log 19
 
 # The network as the spec's "Architectures" section writes it: (layer, kind, what follows it).
 # "pool" = ReLU then max-pool 2x2/2; "flatten" = ReLU, max-pool, then flatten in (C, H, W) order.
@@ -51,21 +53,27 @@ NETWORKS = {
     ),
 }
 CONFIG_KEYS = ("tau1", "tau2", "n_data", "pi0", "gamma_alpha", "gamma_beta")
+OPTIONS = {"mask_pruned": 0.0}  # optional config keys (docs/crosscheck.md) and their value when absent
 
 
-def variational_layer(kind, x, theta, log_sigma2, bias, eps):
+def variational_layer(kind, x, theta, log_sigma2, bias, eps, keep=None):
     """Local reparameterization (spec "Variational layer").
 
     Inputs:  x (B, in) or (B, C, H, W); theta, log_sigma2 weight-shaped; bias (out,);
-             eps pre-activation-shaped standard normal noise.
+             eps pre-activation-shaped standard normal noise; keep: None, or a weight-shaped bool
+             tensor (keep_mask): where False, theta = 0 and sigma^2 = 0 in both paths (--mask-pruned).
     Returns: y = m + sqrt(v + 1e-8) * eps, pre-activation shaped.
     """
+    sigma2 = torch.exp(log_sigma2)
+    if keep is not None:
+        theta = torch.where(keep, theta, torch.zeros_like(theta))
+        sigma2 = torch.where(keep, sigma2, torch.zeros_like(sigma2))
     if kind == "dense":
         m = x @ theta.T + bias
-        v = (x * x) @ torch.exp(log_sigma2).T
+        v = (x * x) @ sigma2.T
     elif kind == "conv":
         m = F.conv2d(x, theta, bias)  # valid, stride 1
-        v = F.conv2d(x * x, torch.exp(log_sigma2))
+        v = F.conv2d(x * x, sigma2)
     else:
         raise ValueError(f"unknown layer kind {kind!r}")
     if eps.shape != m.shape:
@@ -85,6 +93,14 @@ def clip_log_alpha(raw):
     boundary itself counts as inside, as docs/objective.md "Terms" says; tests keep exported values off it).
     """
     return torch.clamp(raw, LOG_ALPHA_MIN, LOG_ALPHA_MAX)
+
+
+def keep_mask(theta, log_sigma2):
+    """True where a weight survives the pruning rule, clipped log alpha < log 19 (spec "Evaluation and
+    pruning"); the --mask-pruned option zeroes the others in the forward pass.  Computed without
+    gradient: a constant of the step, recomputed from the current parameters at every step."""
+    with torch.no_grad():
+        return clip_log_alpha(log_alpha_unclipped(theta, log_sigma2)) < LOG_ALPHA_PRUNE
 
 
 def kl_vd(log_alpha):
@@ -127,7 +143,8 @@ def spec_forward(arch, params, x, y, noise, config):
 
     Inputs:  arch "lenet300" | "lenet5"; params dict name -> tensor (``<layer>.theta|log_sigma2|bias``,
              ``gmm.mu|log_lambda|log_pi``); x (B, 784) or (B, 1, 28, 28); y (B,) int64;
-             noise dict layer -> pre-activation-shaped tensor; config dict of floats (CONFIG_KEYS).
+             noise dict layer -> pre-activation-shaped tensor; config dict of floats (CONFIG_KEYS,
+             and OPTIONS where given: mask_pruned 1 zeroes the pruned weights in the forward pass).
     Returns: loss (scalar tensor), logits (B, 10), aux dict with ``preact/<layer>`` (pre-activations),
              ``pooled/<layer>`` (post-ReLU pool inputs) and ``log_alpha_raw/<layer>`` (detached).
     """
@@ -150,7 +167,8 @@ def spec_terms(arch, params, x, y, noise, config):
     for name, kind, after in NETWORKS[arch]:
         theta = params[f"{name}.theta"]
         s = params[f"{name}.log_sigma2"]
-        pre = variational_layer(kind, h, theta, s, params[f"{name}.bias"], noise[name])
+        keep = keep_mask(theta, s) if config.get("mask_pruned") else None  # KL and prior see all weights
+        pre = variational_layer(kind, h, theta, s, params[f"{name}.bias"], noise[name], keep)
         aux[f"preact/{name}"] = pre.detach()
         raw = log_alpha_unclipped(theta, s)
         aux[f"log_alpha_raw/{name}"] = raw.detach()
@@ -191,6 +209,8 @@ def unpack(arrays, dtype=torch.float64):
 
     arch = str(get("config/arch")[()])
     config = {k: float(get(f"config/{k}")) for k in CONFIG_KEYS}
+    config.update({k: float(np.asarray(arrays[f"config/{k}"])) if f"config/{k}" in keys else v
+                   for k, v in OPTIONS.items()})
     params = {}
     for key in keys:
         if key.startswith("param/"):

@@ -10,6 +10,10 @@ from refvbc import crosscheck
 
 CASES = [(a, t) for a in ("lenet300", "lenet5") for t in (0.0, 0.02)]
 CASE_IDS = [f"{a}-tau2={t}" for a, t in CASES]
+# the same cases without and with the loss's mask_pruned option (config/mask_pruned = 1)
+ALL_CASES = [(a, t, m) for a, t in CASES for m in (False, True)]
+ALL_IDS = [f"{a}-tau2={t}" + "-mask" * m for a, t, m in ALL_CASES]
+MASK_CASES = [(a, t) for a, t, m in ALL_CASES if m]
 SEED = 1234
 BATCH = 4
 STEPS = 5

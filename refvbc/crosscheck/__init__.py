@@ -1,7 +1,8 @@
 """Cross-checking refvbc against other frameworks (docs/crosscheck.md, docs/objective.md
 "Cross-check file").
 
-    python -m refvbc.crosscheck [export] --arch A --tau2 T --batch B --seed S [--steps K] --out FILE.npz
+    python -m refvbc.crosscheck [export] --arch A --tau2 T --batch B --seed S [--steps K] [--mask-pruned]
+                                --out FILE.npz
     python -m refvbc.crosscheck verify FILE.npz [--rtol R]
 
 Modules: layout (keys, shapes, validation), compute (refvbc's outputs for a file's inputs), export

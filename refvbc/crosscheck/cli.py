@@ -1,7 +1,7 @@
 """Command line of refvbc.crosscheck.
 
     python -m refvbc.crosscheck [export] --arch A --tau2 T --batch B --seed S [--steps K]
-                                [--dtype float64|float32] [--inputs-only] --out FILE.npz
+                                [--mask-pruned] [--dtype float64|float32] [--inputs-only] --out FILE.npz
     python -m refvbc.crosscheck verify FILE.npz [--rtol R]
 """
 
@@ -26,6 +26,9 @@ def _export(argv):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, default=0,
                    help="also write K Adam steps (Table-3 learning rates), each with its own minibatch")
+    p.add_argument("--mask-pruned", action="store_true",
+                   help="the loss's mask_pruned option (config/mask_pruned = 1): weights with log alpha >= "
+                        "log 19 are zero in the forward pass; the parameters then hold 40%% pruned weights")
     p.add_argument("--dtype", choices=["float64", "float32"], default="float64",
                    help="float32 writes what refvbc's float32 path computes (float32 arrays)")
     p.add_argument("--inputs-only", action="store_true",
@@ -38,7 +41,7 @@ def _export(argv):
     if not 0 <= a.steps <= 1000:
         p.error(f"--steps must lie in 0..1000, got {a.steps}")
     arrays = build(a.arch, a.tau2, a.batch, a.seed, tau1=a.tau1, steps=a.steps, dtype=a.dtype,
-                   with_outputs=not a.inputs_only)
+                   with_outputs=not a.inputs_only, mask_pruned=a.mask_pruned)
     try:
         write(a.out, arrays)
     except OSError as e:

@@ -8,12 +8,15 @@ import numpy as np
 
 from ..objective import loss_and_grads
 from ..optim import Adam
-from .layout import ADAM_KEYS, CONFIG_KEYS, LR_GROUPS, param_shapes
+from .layout import ADAM_KEYS, CONFIG_KEYS, LR_GROUPS, OPTION_KEYS, param_shapes
 
 
 def config_of(arrays):
-    """{tau1, tau2, n_data, pi0, gamma_alpha, gamma_beta} as Python floats."""
-    return {k: float(np.asarray(arrays[f"config/{k}"])) for k in CONFIG_KEYS}
+    """{tau1, tau2, n_data, pi0, gamma_alpha, gamma_beta} as Python floats and {mask_pruned} as a
+    bool (False when the file has no config/mask_pruned)."""
+    config = {k: float(np.asarray(arrays[f"config/{k}"])) for k in CONFIG_KEYS}
+    config.update({k: bool(np.asarray(arrays.get(f"config/{k}", 0))) for k in OPTION_KEYS})
+    return config
 
 
 def minibatch(arch, params, arrays, prefix, config, dtype):
@@ -25,7 +28,8 @@ def minibatch(arch, params, arrays, prefix, config, dtype):
              if k.startswith(f"{prefix}noise/")}
     loss, _, logits, grads = loss_and_grads(
         arch, params, x, y, noise, tau1=config["tau1"], tau2=config["tau2"], n_data=config["n_data"],
-        pi0=config["pi0"], gamma_alpha=config["gamma_alpha"], gamma_beta=config["gamma_beta"])
+        pi0=config["pi0"], gamma_alpha=config["gamma_alpha"], gamma_beta=config["gamma_beta"],
+        mask_pruned=config["mask_pruned"])
     out = {f"{prefix}out/loss": np.array(loss, dtype=dtype), f"{prefix}out/logits": np.asarray(logits, dtype)}
     out.update({f"{prefix}grad/{n}": np.asarray(grads[n], dtype=dtype) for n in params})
     return out, grads

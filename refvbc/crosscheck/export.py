@@ -2,11 +2,15 @@
 parameters, noise, loss, logits and every gradient, and optionally K Adam steps (docs/crosscheck.md),
 for re-derivation in PyTorch / JAX.
 
-    python -m refvbc.crosscheck --arch {lenet300,lenet5} --tau2 T --batch B --seed S [--steps K] --out FILE.npz
+    python -m refvbc.crosscheck --arch {lenet300,lenet5} --tau2 T --batch B --seed S [--steps K]
+                                [--mask-pruned] --out FILE.npz
 
 Parameters are chosen to exercise every branch of the objective: log alpha below, inside and above the
 clip range [-10, 10] (kept at least 0.5 away from the edges), weights near several mixture components,
 moderate variances (so that every term shows in every gradient), and real MNIST test images as input.
+With mask_pruned (config/mask_pruned = 1) 40% of the weights are pruned (log alpha >= log 19): half of
+them above the clip range, half inside it at log alpha in [4, 9.5], where KL_VD still passes a gradient;
+no log alpha lies within 1 of log 19.
 """
 
 import numpy as np
@@ -20,21 +24,26 @@ from .compute import outputs
 from .layout import LR_GROUPS
 
 
-def _branchy(theta, rng):
+def _branchy(theta, rng, pruned_inside=False):
     """(theta, log sigma^2) so that log alpha = s - log(theta^2+1e-8) is below (20%), inside (60%) or
     above (20%) the clip range, never within 0.5 of its edges.  Weights above the range get a small
     |theta| (5e-5..2e-4), and those inside have log alpha <= 1, so the variances stay moderate and the
-    KL and mixture terms remain visible next to the data term in every gradient."""
+    KL and mixture terms remain visible next to the data term in every gradient.
+    pruned_inside: a third of the inside weights (20% of all) get log alpha in [4, 9.5] instead: pruned
+    by the rule log alpha >= log 19 ~ 2.94, for the mask_pruned option (their large variances never
+    reach the masked forward pass); the draws before it are the same as without."""
     u = rng.random(theta.shape)
     above = u > 0.8
     theta = np.where(above, np.sign(theta) * rng.uniform(5e-5, 2e-4, theta.shape), theta)
     la = np.where(u < 0.2, rng.uniform(-14.0, -10.5, theta.shape),
                   np.where(above, rng.uniform(10.5, 14.0, theta.shape),
                            rng.uniform(-9.5, 1.0, theta.shape)))
+    if pruned_inside:
+        la = np.where((u > 0.6) & ~above, rng.uniform(4.0, 9.5, theta.shape), la)
     return theta, la + np.log(theta * theta + 1e-8)
 
 
-def _params(arch, rng):
+def _params(arch, rng, mask_pruned=False):
     """Branchy float64 parameters of `arch` (see the module docstring)."""
     net = get_arch(arch)
     params = models.init_params(arch, rng, dtype=np.float64)
@@ -53,7 +62,7 @@ def _params(arch, rng):
         jitter = rng.normal(0.0, 0.25, th.shape) * np.exp(-0.5 * log_lambda[k])
         th = np.where(near, mu[k] + jitter, th)
         th = np.where(np.abs(th) < 1e-3, 1e-3 + np.abs(th), th)  # keep log(theta^2) well defined
-        params[f"{l.name}.theta"], params[f"{l.name}.log_sigma2"] = _branchy(th, rng)
+        params[f"{l.name}.theta"], params[f"{l.name}.log_sigma2"] = _branchy(th, rng, mask_pruned)
     return params
 
 
@@ -69,23 +78,24 @@ def _batch(arch, batch, rng, images, prefix=""):
 
 
 def inputs(arch, tau2, batch, seed, tau1=1.0, n_data=N_TRAIN, steps=0, lrs=None,
-           betas=(0.9, 0.999), eps=1e-8):
+           betas=(0.9, 0.999), eps=1e-8, mask_pruned=False):
     """The input keys of a cross-check file (float64): config, params, one minibatch and, for
     steps > 0, the trajectory's config (learning rates per group, Adam betas/eps) and one
-    minibatch per step."""
+    minibatch per step.  mask_pruned: config/mask_pruned = 1 (else 0) and parameters with 40%
+    of the weights pruned (see _branchy)."""
     get_arch(arch)
     if batch < 1:
         raise ValueError(f"batch must be >= 1, got {batch}")
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
     rng = np.random.default_rng(seed)
-    params = _params(arch, rng)
+    params = _params(arch, rng, mask_pruned)
     images = load_mnist("test")
     out = {
         "config/arch": np.array(arch), "config/tau1": np.array(float(tau1)),
         "config/tau2": np.array(float(tau2)), "config/n_data": np.array(float(n_data)),
         "config/pi0": np.array(PI0), "config/gamma_alpha": np.array(GAMMA_ALPHA),
-        "config/gamma_beta": np.array(GAMMA_BETA),
+        "config/gamma_beta": np.array(GAMMA_BETA), "config/mask_pruned": np.array(int(mask_pruned)),
     }
     out.update(_batch(arch, batch, rng, images))
     out.update({f"param/{n}": np.asarray(v, dtype=np.float64) for n, v in params.items()})
@@ -100,12 +110,14 @@ def inputs(arch, tau2, batch, seed, tau1=1.0, n_data=N_TRAIN, steps=0, lrs=None,
     return out
 
 
-def build(arch, tau2, batch, seed, tau1=1.0, n_data=N_TRAIN, steps=0, dtype=np.float64, with_outputs=True):
+def build(arch, tau2, batch, seed, tau1=1.0, n_data=N_TRAIN, steps=0, dtype=np.float64, with_outputs=True,
+          mask_pruned=False):
     """Return the spec's {key: array} for one minibatch of `arch` (and `steps` Adam steps with the
     Table-3 learning rates), computed by refvbc in `dtype` (float64, or float32 to see what a
-    float32 implementation gives: every float array of the file is then float32).  Without
-    outputs: the input keys only, for another framework to add its own outputs to."""
-    arrays = inputs(arch, tau2, batch, seed, tau1=tau1, n_data=n_data, steps=steps)
+    float32 implementation gives: every float array of the file is then float32), with the
+    mask_pruned option of the loss on or off.  Without outputs: the input keys only, for another
+    framework to add its own outputs to."""
+    arrays = inputs(arch, tau2, batch, seed, tau1=tau1, n_data=n_data, steps=steps, mask_pruned=mask_pruned)
     dtype = np.dtype(dtype)
     if dtype != np.float64:
         arrays = {k: v.astype(dtype) if v.dtype == np.float64 and not k.startswith("config/") else v

@@ -1,11 +1,12 @@
 """The cross-check file layout (docs/objective.md "Cross-check file", trajectory keys in
 docs/crosscheck.md) and its validation.
 
-A file is a flat mapping key -> array.  Input keys (what a framework reads): ``config/*``, ``input/x``,
-``input/y``, ``noise/<layer>``, ``param/<name>``, and for a trajectory ``config/steps``,
-``config/lr/<group>``, ``config/adam/{beta1,beta2,eps}``, ``step<k>/input/{x,y}``,
-``step<k>/noise/<layer>``.  Output keys (what it writes back): ``out/loss``, ``out/logits``,
-``grad/<name>`` and per step ``step<k>/out/{loss,logits}``, ``step<k>/grad|param|adam.m|adam.v/<name>``.
+A file is a flat mapping key -> array.  Input keys (what a framework reads): ``config/*``
+(``config/mask_pruned`` optional, 0 when absent), ``input/x``, ``input/y``, ``noise/<layer>``,
+``param/<name>``, and for a trajectory ``config/steps``, ``config/lr/<group>``,
+``config/adam/{beta1,beta2,eps}``, ``step<k>/input/{x,y}``, ``step<k>/noise/<layer>``.  Output keys
+(what it writes back): ``out/loss``, ``out/logits``, ``grad/<name>`` and per step
+``step<k>/out/{loss,logits}``, ``step<k>/grad|param|adam.m|adam.v/<name>``.
 
 ``check(arrays)`` returns a Layout or raises LayoutError with a one-line reason.
 """
@@ -17,6 +18,7 @@ import numpy as np
 from ..arch import ARCHS, INPUT_SHAPES, N_CLASSES, N_COMPONENTS, get_arch
 
 CONFIG_KEYS = ("tau1", "tau2", "n_data", "pi0", "gamma_alpha", "gamma_beta")
+OPTION_KEYS = ("mask_pruned",)  # optional 0/1 switches of the loss (docs/objective.md "Options"); 0 when absent
 LR_GROUPS = ("theta", "bias", "log_sigma2", "mu", "log_lambda", "log_pi")
 ADAM_KEYS = ("beta1", "beta2", "eps")
 STEP_STATE = ("param", "adam.m", "adam.v")  # per-step parameter and Adam moments after the update
@@ -155,6 +157,10 @@ def check(arrays):
     for key, ok, what in RANGES:
         if key in want_in and not ok(float(np.asarray(arrays[key]))):
             raise LayoutError(f"{key} must be {what}, got {float(np.asarray(arrays[key]))!r}")
+    for k in (k for k in OPTION_KEYS if f"config/{k}" in arrays):
+        v = _scalar(arrays, f"config/{k}", "biuf").item()
+        if v not in (0, 1):
+            raise LayoutError(f"config/{k} must be 0 or 1, got {v!r}")
     if float(np.asarray(arrays["param/gmm.mu"])[0]) != 0.0:
         raise LayoutError(f"param/gmm.mu[0] must be 0 (mu_0 is fixed), got {arrays['param/gmm.mu'][0]!r}")
     if "config/dtype" in arrays:  # optional: the precision the implementation computed in
@@ -164,5 +170,6 @@ def check(arrays):
         float_dtypes.add(np.dtype(str(d[()])))
     dtype = np.float32 if np.dtype(np.float32) in float_dtypes else np.float64
     known = set(want_in) | set(want_out) | {"config/arch", "config/dtype"}
+    known |= {f"config/{k}" for k in OPTION_KEYS}
     unknown = sorted(k for k in arrays if k not in known)
     return Layout(arch, steps, single, dtype, list(param_shapes(arch)), list(want_out), unknown)

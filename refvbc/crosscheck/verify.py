@@ -82,8 +82,9 @@ def verify_file(path, rtol=None, out=None):
     auto = RTOL[dtype]
     batch = np.shape(arrays["input/x" if layout.single else "step1/input/x"])[0]
     what = f"{layout.steps} Adam steps" if layout.steps else "one minibatch"
-    print(f"{path}: {layout.arch}, tau1 {float(arrays['config/tau1']):g}, tau2 {float(arrays['config/tau2']):g}, "
-          f"batch {batch}, {dtype.name}, {what}", file=out)
+    mask = ", mask_pruned" if np.asarray(arrays.get("config/mask_pruned", 0)) else ""
+    print(f"{path}: {layout.arch}, tau1 {float(arrays['config/tau1']):g}, tau2 {float(arrays['config/tau2']):g}"
+          f"{mask}, batch {batch}, {dtype.name}, {what}", file=out)
     if dtype == np.float32:
         if rtol is None:
             print(f"note: float32 file: comparing at --rtol {auto:g} (refvbc's own float32 path drifts up to "
