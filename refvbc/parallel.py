@@ -161,7 +161,8 @@ def keep_freed_memory():
     """glibc only: serve large allocations from the heap and do not give freed memory back to the OS
     (mallopt M_MMAP_THRESHOLD and M_TRIM_THRESHOLD = 1 GiB), so the step's large temporaries are not
     page-faulted in afresh every step (measured ~5% of the LeNet-5 VD step). A process-wide setting:
-    training processes call it (refvbc.experiment.main), the library never does on import. Returns
+    training processes call it (run_experiments.py, and benchmarks/bench_step.py to time the step as
+    training runs it), the library never does on import. Returns
     True when both settings took, False elsewhere (another libc: nothing changes)."""
     try:
         libc = ctypes.CDLL("libc.so.6")

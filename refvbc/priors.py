@@ -203,11 +203,10 @@ def kl_vd_add(theta, log_sigma2, dtheta, dlog_sigma2, scale):
     # runs of whole chunks on the thread pool (refvbc/parallel.py): the same chunk partials, summed in
     # the same order, whatever the number of threads
     n_chunks = -(-t.shape[0] // CHUNK)
-    runs = [(a * CHUNK, min(b * CHUNK, t.shape[0]))
+    runs = [slice(a * CHUNK, min(b * CHUNK, t.shape[0]))
             for a, b in _par.split(n_chunks, 4 if t.shape[0] >= PARALLEL_MIN else 1)]
-    parts = _par.run_parts(lambda i: kl_vd_add_kernel32(t[runs[i][0]:runs[i][1]], s[runs[i][0]:runs[i][1]],
-                                                        dt[runs[i][0]:runs[i][1]], ds[runs[i][0]:runs[i][1]],
-                                                        sc, CHUNK), len(runs))
+    parts = _par.run_parts(lambda i: kl_vd_add_kernel32(t[runs[i]], s[runs[i]], dt[runs[i]], ds[runs[i]], sc,
+                                                        CHUNK), len(runs))
     value = float(np.concatenate(parts).sum())
     if not np.isfinite(value):
         _raise_non_finite([("theta", theta), ("log_sigma2", log_sigma2)])

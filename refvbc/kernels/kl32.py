@@ -6,13 +6,14 @@ Shape legend
 
 Why a float32 kernel: the float64 kernel (refvbc/kernels/mixture.py ``kl_vd_kernel``) widens every
 float32 weight, so its vector loop runs 4 lanes of AVX2 doubles with degree-13/21 polynomials; this one
-runs 8 float32 lanes with polynomials sized to float32 (exp: degree 7, log: 5 terms), about 4x fewer
-cycles per weight. It is used for float32 inputs only; float64 inputs (the gradient checks, the
+runs 8 float32 lanes with polynomials sized to float32 (exp: degree 7, log: 5 terms): measured
+2.0 ms against 5.5 ms for 266,200 weights on one core. It is used for float32 inputs only; float64 inputs (the gradient checks, the
 cross-check) keep the float64 kernel, so their results do not change. PyTorch computes this term in
 float32 too. The KL values are summed in float32 lanes of at most 64 values each, then in float64.
 
-Both kernels *accumulate* ``scale *`` the gradients into caller arrays (the objective's gradient
-buffers), instead of writing fresh arrays that are then scaled and added in three more passes.
+The kernel *accumulates* ``scale *`` the gradients into caller arrays (the objective's gradient
+buffers), instead of writing fresh arrays that are then scaled and added in three more passes (the
+float64 kernel writes fresh arrays; ``refvbc.priors.kl_vd_add`` adds them for float64 inputs).
 
 NumPy twin: ``refvbc.priors.kl_vd_numpy`` (float64 reference); tests/test_priors.py compares this kernel
 against it to float32 round-off, and ``expf_kernel`` / ``logf_kernel`` against np.exp / np.log in ulps.
