@@ -222,3 +222,39 @@ def test_vdense_elementwise_kernels_match_numpy(shape, dtype):
     dv = np.empty_like(m)
     K.vdense_dv_into(dy, eps, std, dv)
     np.testing.assert_array_equal(dv, K.vdense_dv_numpy(dy, eps, std), err_msg="vdense_dv_into")
+
+
+def _float32_kernel_cases():
+    f = np.float32
+    rng = np.random.default_rng(0)
+    x = rng.random((2, 3, 6, 6), dtype=f)
+    B, F, OH, OW = 2, 4, 2, 2
+    Kc, n = 3 * 5 * 5, B * OH * OW
+    r = rng.random
+    e4 = lambda: r((B, F, OH, OW), dtype=f) + f(0.5)  # noqa: E731
+    return {
+        "vdense_output_into": (K.vdense_output_into, (r((3, 5), dtype=f), r((3, 5), dtype=f), r(5, dtype=f),
+                                                      r((3, 5), dtype=f), f(1e-8), np.empty((3, 5), f),
+                                                      np.empty((3, 5), f))),
+        "vdense_dv_into": (K.vdense_dv_into, (r((3, 5), dtype=f), r((3, 5), dtype=f), r((3, 5), dtype=f) + f(1),
+                                              np.empty((3, 5), f))),
+        "vconv_output_t_into": (K.vconv_output_t_into, (r((F, n), dtype=f), r((F, n), dtype=f), r(F, dtype=f),
+                                                        e4(), f(1e-8), np.empty((B, F, OH, OW), f),
+                                                        np.empty((B, F, OH, OW), f))),
+        "vconv_dout_t_into": (K.vconv_dout_t_into, (e4(), e4(), e4(), np.empty((F, n), f), np.empty((F, n), f))),
+        "col2im_t_into": (K.col2im_t_into, (r((Kc, B * 2 * 2), dtype=f), r((Kc, B * 2 * 2), dtype=f),
+                                            x[:B], 5, 5, True, np.empty((B, 3, 6, 6), f))),
+        "im2col_t_into": (K.im2col_t_into, (x[:B], 5, 5, np.empty((Kc, n), f), np.empty((Kc, n), f), True)),
+        "conv_output_t_into": (K.conv_output_t_into, (r((F, n), dtype=f), r(F, dtype=f),
+                                                      np.empty((B, F, OH, OW), f))),
+    }
+
+
+@pytest.mark.parametrize("name", sorted(_float32_kernel_cases()))
+def test_float32_kernels_run_in_float32(name):
+    """The training-step kernels compute float32 arrays in float32: no float64 arithmetic in their LLVM IR
+    (numba types the literal 2 in `2 * std` as int64 and int64 * float32 as float64)."""
+    from numba_ir import float64_arithmetic
+    kernel, args = _float32_kernel_cases()[name]
+    lines = float64_arithmetic(kernel, *args)
+    assert not lines, f"{name}: expected no float64 arithmetic, found {len(lines)} instructions, e.g. {lines[:3]}"

@@ -30,6 +30,8 @@ from numba import prange
 
 # error_model="numpy": divisions carry no ZeroDivisionError branch, which would stop vectorization (the
 # only division, by 2 std, has std >= sqrt(1e-8) > 0).
+# float32 arithmetic for float32 arrays: 2 s is written s + s (exact), because numba types the literal 2
+# as int64 and int64 * float32 as float64 (the loop would run in float64, as NumPy 1's rules had it).
 _NJIT = dict(cache=True, nogil=True, error_model="numpy")
 _NJIT_PAR = dict(cache=True, nogil=True, parallel=True, error_model="numpy")
 
@@ -138,7 +140,7 @@ def col2im_pair_numba(dcols, dcols_sq, x, kh, kw, with_sq):
             for c in range(C):
                 for h in range(H):
                     for w_ in range(W):
-                        dx[b, c, h, w_] += 2 * x[b, c, h, w_] * acc_sq[c, h, w_]
+                        dx[b, c, h, w_] += (x[b, c, h, w_] + x[b, c, h, w_]) * acc_sq[c, h, w_]
     return dx
 
 
@@ -319,7 +321,7 @@ def col2im_t_into(dcolsT, dcolsT_sq, x, kh, kw, with_sq, dx):
             for c in range(C):
                 for h in range(H):
                     for w_ in range(W):
-                        dx[b, c, h, w_] += 2 * x[b, c, h, w_] * acc_sq[c, h, w_]
+                        dx[b, c, h, w_] += (x[b, c, h, w_] + x[b, c, h, w_]) * acc_sq[c, h, w_]
 
 
 def col2im_t_pair_numba(dcolsT, dcolsT_sq, x, kh, kw, with_sq):
@@ -415,7 +417,7 @@ def vconv_dout_t_into(dy, eps, std, dm, dv):
                 dm[f, q + p] = d2[n, f, p]
             if with_v:
                 for p in range(P):
-                    dv[f, q + p] = d2[n, f, p] * e2[n, f, p] / (2 * s2[n, f, p])
+                    dv[f, q + p] = d2[n, f, p] * e2[n, f, p] / (s2[n, f, p] + s2[n, f, p])
 
 
 def vconv_dout_t_numba(dy, eps, std):
@@ -464,7 +466,7 @@ def vdense_dv_into(dy, eps, std, dv):
     R, n = dy.shape
     for r in range(R):
         for j in range(n):
-            dv[r, j] = dy[r, j] * eps[r, j] / (2 * std[r, j])
+            dv[r, j] = dy[r, j] * eps[r, j] / (std[r, j] + std[r, j])
 
 
 def vdense_dv_numpy(dy, eps, std):

@@ -18,8 +18,9 @@ def adam_kernel(p, g, m, v, lr, beta1, beta2, eps, bias_correction1, bias_correc
     new values below `tiny` in magnitude are stored as 0 (as on the CPU, refvbc/optim.py "Subnormals")."""
     step_size = lr / bias_correction1
     sq_bc2 = math.sqrt(bias_correction2)
-    one_m_b1 = 1 - beta1
-    one_m_b2 = 1 - beta2
+    one = tiny / tiny  # 1 in the arrays' dtype (a literal 1 would promote the update to float64)
+    one_m_b1 = one - beta1
+    one_m_b2 = one - beta2
     for i in range(cuda.grid(1), n, cuda.gridsize(1)):
         gi = g[i]
         mi = beta1 * m[i] + one_m_b1 * gi

@@ -44,7 +44,7 @@ def exp_kernel(s, es, n):
 def dv_kernel(dout, eps, std, dv, n):
     """dv = dout ⊙ ε / (2 std): gradient w.r.t. the variance v of a variational layer."""
     for i in range(cuda.grid(1), n, cuda.gridsize(1)):
-        dv[i] = dout[i] * eps[i] / (2 * std[i])
+        dv[i] = dout[i] * eps[i] / (std[i] + std[i])
 
 
 @cuda.jit
@@ -157,7 +157,7 @@ def vdense_dx_kernel(dout, dv, theta, es, x, dx, B, I, O):
         for o in range(O):
             a1 += dout[b * O + o] * theta[o * I + i]
             a2 += dv[b * O + o] * es[o * I + i]
-        dx[idx] = a1 + 2 * x[idx] * a2
+        dx[idx] = a1 + (x[idx] + x[idx]) * a2
 
 
 # --------------------------------------------------------------------------------------------------
@@ -314,7 +314,7 @@ def vconv_dx_kernel(dout, dv, theta, es, x, dx, B, C, H, W, F, KH, KW):
                     if q >= 0 and q < OW:
                         a1 += dout[db + p * OW + q] * theta[wb + i * KW + j]
                         a2 += dv[db + p * OW + q] * es[wb + i * KW + j]
-        dx[idx] = a1 + 2 * x[idx] * a2
+        dx[idx] = a1 + (x[idx] + x[idx]) * a2
 
 
 # --------------------------------------------------------------------------------------------------
