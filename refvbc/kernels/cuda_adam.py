@@ -18,7 +18,8 @@ def adam_kernel(p, g, m, v, lr, beta1, beta2, eps, bias_correction1, bias_correc
     new values below `tiny` in magnitude are stored as 0 (as on the CPU, refvbc/optim.py "Subnormals")."""
     step_size = lr / bias_correction1
     sq_bc2 = math.sqrt(bias_correction2)
-    one = tiny / tiny  # 1 in the arrays' dtype (a literal 1 would promote the update to float64)
+    one = tiny / tiny  # 1 and 0 in the arrays' dtype (a literal 1 would promote the update to float64)
+    zero = tiny - tiny
     one_m_b1 = one - beta1
     one_m_b2 = one - beta2
     for i in range(cuda.grid(1), n, cuda.gridsize(1)):
@@ -26,9 +27,9 @@ def adam_kernel(p, g, m, v, lr, beta1, beta2, eps, bias_correction1, bias_correc
         mi = beta1 * m[i] + one_m_b1 * gi
         vi = beta2 * v[i] + one_m_b2 * gi * gi
         pi = p[i] - step_size * mi / (math.sqrt(vi) / sq_bc2 + eps)
-        m[i] = mi if abs(mi) >= tiny else tiny - tiny
-        v[i] = vi if vi >= tiny else tiny - tiny
-        p[i] = pi if abs(pi) >= tiny else tiny - tiny
+        m[i] = mi if abs(mi) >= tiny else zero
+        v[i] = vi if vi >= tiny else zero
+        p[i] = pi if abs(pi) >= tiny else zero
 
 
 def adam_update(p, g, m, v, lr, beta1, beta2, eps, bias_correction1, bias_correction2, tiny):
