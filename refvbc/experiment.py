@@ -60,6 +60,9 @@ def build_parser():
                    help="where the tau2 ramp starts, as a fraction of the phase (default %(default)s)")
     g.add_argument("--mask-pruned", action="store_true",
                    help="vdsws: weights with alpha >= 19 are zero in the training forward pass")
+    g.add_argument("--delta-mu-over", choices=["all", "survivors"], default=d.delta_mu_over,
+                   help="mixture init (Table 3's delta_mu = 2 std(w) / K): std over all weights of the start "
+                        "model, or over those that survive the alpha >= 19 pruning (vdsws); default %(default)s")
     add_clustering_arguments(g)
     g.add_argument("--finetune", choices=FINETUNE_VARIANTS, default="none",
                    help="beyond the paper: after the collapse, re-train the biases (and the cluster "
@@ -87,7 +90,7 @@ def config_from_args(a):
                  weight_decay=a.weight_decay, tau2=a.tau2, gamma_alpha=a.gamma_alpha,
                  gamma_beta=a.gamma_beta, gamma_param=a.gamma_param, pi0=a.pi0, lr_decay_from=a.lr_decay_from,
                  tau2_final=a.tau2_final, tau2_ramp_from=a.tau2_ramp_from, mask_pruned=a.mask_pruned,
-                 init_from=a.init_from)
+                 delta_mu_over=a.delta_mu_over, init_from=a.init_from)
     cfg.lrs = {g: getattr(a, f"lr_{g}") for g in cfg.lrs}
     if a.quick:
         cfg.n_train, cfg.n_test = QUICK["n_train"], QUICK["n_test"]

@@ -64,6 +64,7 @@ class Config:
     tau2_final: object = None  # mixture phases: tau2 raised linearly to this value ...
     tau2_ramp_from: float = 0.5  # ... over the epochs from this fraction of the phase on
     mask_pruned: bool = False  # vdsws: weights with alpha >= 19 are zero in the training forward pass
+    delta_mu_over: str = "all"  # mixture init: Table 3's std(w) over all weights or VD's survivors
     init_from: object = None  # phase model(s) the run starts from (see load_init)
     init_sha256: dict = field(default_factory=dict)
 
@@ -193,10 +194,28 @@ def phase_setup(cfg, phase, start_params):
     if spec.variational and not models.is_variational(params, cfg.arch):
         params = models.add_log_sigma2(params, cfg.arch, cfg.log_sigma2_init)
     if spec.mixture:
-        flat = np.concatenate([params[k].ravel() for k in models.weight_keys(cfg.arch)])
-        mu, log_lambda, log_pi = priors.mixture_init(flat, pi0=cfg.pi0, dtype=dtype)
+        mu, log_lambda, log_pi = priors.mixture_init(init_weights(cfg, params), pi0=cfg.pi0, dtype=dtype)
         params.update({"gmm.mu": mu, "gmm.log_lambda": log_lambda, "gmm.log_pi": log_pi})
     return params, {g: cfg.lrs[g] for g in spec.groups}, coefs
+
+
+def init_weights(cfg, params):
+    """The weights w whose std sets the mixture's spacing (Table 3: delta_mu = 2 std(w) / K), flat:
+    every weight of the start model (cfg.delta_mu_over == "all", the spec's default), or only those
+    that survive the pruning rule (priors.keep_mask) when the start model is variational and
+    delta_mu_over == "survivors" (docs/objective.md, "Interpretation choices"; a deterministic start
+    model has no pruned weights, so both readings agree there)."""
+    if cfg.delta_mu_over not in ("all", "survivors"):
+        raise ValueError(f"delta_mu_over must be 'all' or 'survivors', got {cfg.delta_mu_over!r}")
+    keys = models.weight_keys(cfg.arch)
+    flat = np.concatenate([params[k].ravel() for k in keys])
+    if cfg.delta_mu_over == "all" or not models.is_variational(params, cfg.arch):
+        return flat
+    keep = np.concatenate([priors.keep_mask(params[k], params[k.replace(".theta", ".log_sigma2")]).ravel()
+                           for k in keys])
+    if not keep.any():
+        raise ValueError("delta_mu_over='survivors': no weight of the start model survives the pruning rule")
+    return flat[keep]
 
 
 def epoch_schedule(cfg, phase, epoch, lrs, coefs):

@@ -41,6 +41,10 @@ VARIANTS = [
     ("seed1-50", "paper defaults, 50 epochs, seed 1 (minibatch order and noise of the phase)",
      ["--seed", "1"], 50, None),
     ("seed2-50", "paper defaults, 50 epochs, seed 2", ["--seed", "2"], 50, None),
+    ("seed1-100", "paper defaults, 100 epochs, seed 1", ["--seed", "1"], 100, None),
+    ("seed2-100", "paper defaults, 100 epochs, seed 2", ["--seed", "2"], 100, None),
+    ("dmu-surv-100", "Table 3's delta_mu from the std of VD's survivors (alpha < 19), not of all weights, "
+     "100 epochs", ["--delta-mu-over", "survivors"], 100, None),
 ]
 POST_HOC = [  # rows computed from a trained variant's model without retraining: name, what, base, opts, ft
     ("noprune-50", "base-50 clustered without dropout-rate pruning before the argmax", "base-50",
