@@ -38,6 +38,19 @@ def test_normal_fill_distribution():
     assert abs(r) < 5 / np.sqrt(200000), f"correlation between rows {r:.2e}"
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_serial_and_parallel_kernels_agree(dtype):
+    shape = (7, 3001)
+    a = np.empty(shape, dtype)
+    b = np.empty(shape, dtype)
+    N.normal_fill(a, np.uint64(11), np.uint64(4), N.KN, N.WN, N.FN)
+    N.normal_fill_serial(b, np.uint64(11), np.uint64(4), N.KN, N.WN, N.FN)
+    np.testing.assert_array_equal(a, b, err_msg="parallel vs serial kernel")
+    big = np.empty((3, N.PARALLEL_MIN // 3 + 1), dtype)  # normal_fill_numba takes the parallel kernel here
+    ref = N.normal_fill_numpy(big.shape, 11, 4, dtype)
+    np.testing.assert_array_equal(N.normal_fill_numba(big, 11, 4), ref, err_msg="parallel kernel vs NumPy twin")
+
+
 def test_normal_fill_independent_of_thread_count():
     a = N.normal_fill_numba(np.empty((33, 1000), np.float32), 9, 2)
     n = numba.get_num_threads()

@@ -301,7 +301,12 @@ def test_layers_in_parts_match_one_part(kind, dtype, monkeypatch):
     one = _layer_outputs(kind, dtype)
     monkeypatch.setattr(L, "PART_IMAGES", 4)     # 6 images: parts of 3 and 3
     monkeypatch.setattr(L, "DENSE_MIN_WORK", 0)  # dense layers in DENSE_PARTS row parts
+    monkeypatch.setattr(L, "VDENSE_MIN_WORK", 0)  # variational dense: both paths on the thread pool
     parts = _layer_outputs(kind, dtype)
+    if kind == "vdense":  # the same whole GEMMs on other threads: the same numbers
+        for i, (a, b) in enumerate(zip(one, parts)):
+            np.testing.assert_array_equal(b, a, err_msg=f"{kind} output {i}: paths on two threads vs one")
+        return
     tol = 1e-6 if dtype == np.float32 else 1e-14
     for i, (a, b) in enumerate(zip(one, parts)):
         np.testing.assert_allclose(b, a, rtol=tol, atol=tol, err_msg=f"{kind} output {i}: parts vs one part")
