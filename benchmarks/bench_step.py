@@ -155,7 +155,7 @@ class PartTimer:
                  (layers, "conv2d_backward")],
         "dense": [(layers, "vdense_forward"), (layers, "vdense_backward"), (layers, "dense_forward"),
                   (layers, "dense_backward")],
-        "prior": [(priors, "kl_vd_add"), (priors, "mixture_prior")],
+        "prior": [(priors, "kl_vd_add_layers"), (priors, "mixture_prior")],
     }
 
     def __init__(self):

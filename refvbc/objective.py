@@ -81,12 +81,12 @@ def loss_and_grads(arch, params, x, y, noise=None, tau1=1.0, tau2=0.0, n_data=N_
     inv_n = 1.0 / float(n_data)
 
     if variational and tau1 != 0.0:
+        # adds tau1/N * the KL gradients into the data-term gradients in place, all layers in one call
         kl_total = 0.0
-        for layer in net:
-            n = layer.name
-            # adds tau1/N * the KL gradients into the data-term gradients in place
-            kl_total += priors.kl_vd_add(params[f"{n}.theta"], params[f"{n}.log_sigma2"],
-                                         grads[f"{n}.theta"], grads[f"{n}.log_sigma2"], tau1 * inv_n)
+        for v in priors.kl_vd_add_layers([(params[f"{l.name}.theta"], params[f"{l.name}.log_sigma2"],
+                                           grads[f"{l.name}.theta"], grads[f"{l.name}.log_sigma2"])
+                                          for l in net], tau1 * inv_n):
+            kl_total += v
         parts["kl"] = kl_total
         reg += tau1 * kl_total
 

@@ -187,30 +187,45 @@ def kl_vd_add(theta, log_sigma2, dtheta, dlog_sigma2, scale):
     Returns
         value: Python float (float64 sum of KL_VD, unscaled)
     """
-    _check_pair(theta, log_sigma2)
-    for name, d in (("dtheta", dtheta), ("dlog_sigma2", dlog_sigma2)):
-        if d.shape != theta.shape or d.dtype != theta.dtype or not d.flags.c_contiguous:
-            raise ValueError(f"{name} must be a C-contiguous {theta.dtype} array of shape {theta.shape}, "
-                             f"got {d.dtype} {d.shape}")
-    if theta.dtype != np.float32:
-        value, dt, ds = kl_vd(theta, log_sigma2)
-        dtheta += scale * dt
-        dlog_sigma2 += scale * ds
-        return value
-    t, s = _flat(theta), _flat(log_sigma2)
-    dt, ds = dtheta.reshape(-1), dlog_sigma2.reshape(-1)
+    return kl_vd_add_layers([(theta, log_sigma2, dtheta, dlog_sigma2)], scale)[0]
+
+
+def kl_vd_add_layers(items, scale):
+    """kl_vd_add for several layers at once: items is a list of (theta, log_sigma2, dtheta, dlog_sigma2)
+    (each as kl_vd_add takes them); returns the list of their KL_VD values. The float32 chunks of all
+    layers go to the thread pool in one call (one wake-up of the pool per step instead of one per layer;
+    each layer's chunks, partial sums and value are those of kl_vd_add, whatever the thread count)."""
+    jobs, owner = [], []
+    values = [None] * len(items)
+    for j, (theta, log_sigma2, dtheta, dlog_sigma2) in enumerate(items):
+        _check_pair(theta, log_sigma2)
+        for name, d in (("dtheta", dtheta), ("dlog_sigma2", dlog_sigma2)):
+            if d.shape != theta.shape or d.dtype != theta.dtype or not d.flags.c_contiguous:
+                raise ValueError(f"{name} must be a C-contiguous {theta.dtype} array of shape {theta.shape}, "
+                                 f"got {d.dtype} {d.shape}")
+        if theta.dtype != np.float32:
+            value, dt, ds = kl_vd(theta, log_sigma2)
+            dtheta += scale * dt
+            dlog_sigma2 += scale * ds
+            values[j] = value
+            continue
+        t, s = _flat(theta), _flat(log_sigma2)
+        dt, ds = dtheta.reshape(-1), dlog_sigma2.reshape(-1)
+        # runs of whole chunks on the thread pool (refvbc/parallel.py): the same chunk partials, summed in
+        # the same order, whatever the number of threads
+        n_chunks = -(-t.shape[0] // CHUNK)
+        for a, b in _par.split(n_chunks, 4 if t.shape[0] >= PARALLEL_MIN else 1):
+            r = slice(a * CHUNK, min(b * CHUNK, t.shape[0]))
+            jobs.append((t[r], s[r], dt[r], ds[r]))
+            owner.append(j)
     sc = np.float32(scale)
-    # runs of whole chunks on the thread pool (refvbc/parallel.py): the same chunk partials, summed in
-    # the same order, whatever the number of threads
-    n_chunks = -(-t.shape[0] // CHUNK)
-    runs = [slice(a * CHUNK, min(b * CHUNK, t.shape[0]))
-            for a, b in _par.split(n_chunks, 4 if t.shape[0] >= PARALLEL_MIN else 1)]
-    parts = _par.run_parts(lambda i: kl_vd_add_kernel32(t[runs[i]], s[runs[i]], dt[runs[i]], ds[runs[i]], sc,
-                                                        CHUNK), len(runs))
-    value = float(np.concatenate(parts).sum())
-    if not np.isfinite(value):
-        _raise_non_finite([("theta", theta), ("log_sigma2", log_sigma2)])
-    return value
+    parts = _par.run_parts(lambda i: kl_vd_add_kernel32(*jobs[i], sc, CHUNK), len(jobs))
+    for j, (theta, log_sigma2, _, _) in enumerate(items):
+        if values[j] is None:
+            values[j] = float(np.concatenate([p for p, o in zip(parts, owner) if o == j]).sum())
+            if not np.isfinite(values[j]):
+                _raise_non_finite([("theta", theta), ("log_sigma2", log_sigma2)])
+    return values
 
 
 def kl_vd_numpy(theta, log_sigma2):

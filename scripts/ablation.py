@@ -45,6 +45,8 @@ VARIANTS = [
     ("seed2-100", "paper defaults, 100 epochs, seed 2", ["--seed", "2"], 100, None),
     ("dmu-surv-100", "Table 3's delta_mu from the std of VD's survivors (alpha < 19), not of all weights, "
      "100 epochs", ["--delta-mu-over", "survivors"], 100, None),
+    ("dmu-surv-100-seed1", "as dmu-surv-100, seed 1", ["--delta-mu-over", "survivors", "--seed", "1"], 100, None),
+    ("dmu-surv-100-seed2", "as dmu-surv-100, seed 2", ["--delta-mu-over", "survivors", "--seed", "2"], 100, None),
 ]
 POST_HOC = [  # rows computed from a trained variant's model without retraining: name, what, base, opts, ft
     ("noprune-50", "base-50 clustered without dropout-rate pruning before the argmax", "base-50",

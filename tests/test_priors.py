@@ -463,6 +463,26 @@ def test_kl_vd_add_accumulates_scaled_gradients(size, dtype, scale):
     np.testing.assert_allclose(dt2 - dt, dt - base_t, rtol=1e-5, atol=1e-6 * np.abs(dt).max())
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_kl_vd_add_layers_equals_one_call_per_layer(dtype):
+    """All layers in one call (one pool dispatch): the same values and gradients, bit for bit, as
+    kl_vd_add layer by layer; sizes below and above PARALLEL_MIN, and a layer of one weight."""
+    rng = np.random.default_rng(7)
+    items, ref = [], []
+    for size in (3 * priors.PARALLEL_MIN + 17, 1000, 1, priors.PARALLEL_MIN):
+        theta, s = kl_inputs(rng, rng.uniform(-14, 14, size))
+        theta, s = theta.astype(dtype), s.astype(dtype)
+        dt, ds = rng.standard_normal(size).astype(dtype), rng.standard_normal(size).astype(dtype)
+        items.append((theta, s, dt.copy(), ds.copy()))
+        ref.append((theta, s, dt.copy(), ds.copy()))
+    got = priors.kl_vd_add_layers(items, 3e-5)
+    for j, (a, b) in enumerate(zip(items, ref)):
+        want = priors.kl_vd_add(b[0], b[1], b[2], b[3], 3e-5)
+        assert got[j] == want, f"layer {j}: value {got[j]!r}, one call per layer {want!r}"
+        np.testing.assert_array_equal(a[2], b[2], err_msg=f"layer {j}: dtheta")
+        np.testing.assert_array_equal(a[3], b[3], err_msg=f"layer {j}: dlog_sigma2")
+
+
 def test_kl_vd_add_bad_buffers():
     theta = np.full(6, 0.1, np.float32)
     s = np.full(6, -3.0, np.float32)
