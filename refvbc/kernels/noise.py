@@ -75,49 +75,62 @@ def _split(w):
     return iz, hz
 
 
-def _normal_fill(out, seed, stream, kn, wn, fn):
-    """Fill out (R, M) with standard normals; row r from the stream of (seed, stream, r) (module doc).
-
-    Inputs:  out (R, M) float32/float64 C-contiguous, written here; seed, stream uint64; kn, wn, fn tables.
-    """
-    R, M = out.shape
-    for r in prange(R):
-        st = _mix64(seed ^ _mix64((stream << np.uint64(32)) + np.uint64(r)))
-        for m in range(M):
+@numba.njit(cache=True, nogil=True, inline="always")
+def _fill_row(out, r, seed, stream, kn, wn, fn):
+    """Fill row r of out (R, M) with standard normals from the stream of (seed, stream, r) (module doc)."""
+    M = out.shape[1]
+    st = _mix64(seed ^ _mix64((stream << np.uint64(32)) + np.uint64(r)))
+    for m in range(M):
+        st += np.uint64(0x9E3779B97F4A7C15)
+        iz, hz = _split(_mix64(st))
+        if abs(hz) < kn[iz]:
+            out[r, m] = hz * wn[iz]
+            continue
+        while True:  # outside the rectangle core: wedge or tail (exact rejection)
+            if iz == 0:
+                while True:
+                    st += np.uint64(0x9E3779B97F4A7C15)
+                    x = -np.log(_uniform(_mix64(st))) / ZIG_R
+                    st += np.uint64(0x9E3779B97F4A7C15)
+                    yy = -np.log(_uniform(_mix64(st)))
+                    if yy + yy >= x * x:
+                        break
+                out[r, m] = ZIG_R + x if hz > 0 else -ZIG_R - x
+                break
+            x = hz * wn[iz]
+            st += np.uint64(0x9E3779B97F4A7C15)
+            u = _uniform(_mix64(st))
+            if fn[iz] + u * (fn[iz - 1] - fn[iz]) < np.exp(-0.5 * x * x):
+                out[r, m] = x
+                break
             st += np.uint64(0x9E3779B97F4A7C15)
             iz, hz = _split(_mix64(st))
             if abs(hz) < kn[iz]:
                 out[r, m] = hz * wn[iz]
-                continue
-            while True:  # outside the rectangle core: wedge or tail (exact rejection)
-                if iz == 0:
-                    while True:
-                        st += np.uint64(0x9E3779B97F4A7C15)
-                        x = -np.log(_uniform(_mix64(st))) / ZIG_R
-                        st += np.uint64(0x9E3779B97F4A7C15)
-                        yy = -np.log(_uniform(_mix64(st)))
-                        if yy + yy >= x * x:
-                            break
-                    out[r, m] = ZIG_R + x if hz > 0 else -ZIG_R - x
-                    break
-                x = hz * wn[iz]
-                st += np.uint64(0x9E3779B97F4A7C15)
-                u = _uniform(_mix64(st))
-                if fn[iz] + u * (fn[iz - 1] - fn[iz]) < np.exp(-0.5 * x * x):
-                    out[r, m] = x
-                    break
-                st += np.uint64(0x9E3779B97F4A7C15)
-                iz, hz = _split(_mix64(st))
-                if abs(hz) < kn[iz]:
-                    out[r, m] = hz * wn[iz]
-                    break
+                break
 
 
-# the same kernel compiled twice: parallel over rows (numba prange), and serial (prange runs as range)
-# for small fills, where starting numba's parallel region costs more than the numbers (LeNet-300-100's
-# 41,000 numbers per step: measured 0.54 ms of a 4.5 ms step in three parallel calls)
-normal_fill = numba.njit(**_NJIT_PAR)(_normal_fill)
-normal_fill_serial = numba.njit(cache=True, nogil=True, error_model="numpy")(_normal_fill)
+@numba.njit(**_NJIT_PAR)
+def normal_fill(out, seed, stream, kn, wn, fn):
+    """Fill out (R, M) with standard normals; row r from the stream of (seed, stream, r) (module doc).
+    Parallel over rows (numba prange).
+
+    Inputs:  out (R, M) float32/float64 C-contiguous, written here; seed, stream uint64; kn, wn, fn tables.
+    """
+    for r in prange(out.shape[0]):
+        _fill_row(out, r, seed, stream, kn, wn, fn)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def normal_fill_serial(out, seed, stream, kn, wn, fn):
+    """normal_fill, serial: for small fills, where starting numba's parallel region costs more than the
+    numbers (LeNet-300-100's 41,000 numbers per step: 0.54 ms of a 4.5 ms step in three parallel calls).
+    A separate function, not a second compilation of normal_fill's: numba's cache is keyed by the
+    function, so two dispatchers of one function would load each other's cached code."""
+    for r in range(out.shape[0]):
+        _fill_row(out, r, seed, stream, kn, wn, fn)
+
+
 PARALLEL_MIN = 200_000  # numbers per call from which the parallel kernel runs
 
 
