@@ -61,8 +61,9 @@ def build_parser():
     g.add_argument("--mask-pruned", action="store_true",
                    help="vdsws: weights with alpha >= 19 are zero in the training forward pass")
     g.add_argument("--delta-mu-over", choices=["all", "survivors"], default=d.delta_mu_over,
-                   help="mixture init (Table 3's delta_mu = 2 std(w) / K): std over all weights of the start "
-                        "model, or over those that survive the alpha >= 19 pruning (vdsws); default %(default)s")
+                   help="mixture init (Table 3's delta_mu = 2 std(w) / K): std over the weights of the start "
+                        "model that survive the alpha >= 19 pruning (vdsws), or over all of them; default "
+                        "%(default)s")
     add_clustering_arguments(g)
     g.add_argument("--finetune", choices=FINETUNE_VARIANTS, default="none",
                    help="beyond the paper: after the collapse, re-train the biases (and the cluster "

@@ -64,12 +64,16 @@ class Config:
     tau2_final: object = None  # mixture phases: tau2 raised linearly to this value ...
     tau2_ramp_from: float = 0.5  # ... over the epochs from this fraction of the phase on
     mask_pruned: bool = False  # vdsws: weights with alpha >= 19 are zero in the training forward pass
-    delta_mu_over: str = "all"  # mixture init: Table 3's std(w) over all weights or VD's survivors
+    delta_mu_over: str = "survivors"  # mixture init: Table 3's std(w) over VD's survivors or all weights
     init_from: object = None  # phase model(s) the run starts from (see load_init)
     init_sha256: dict = field(default_factory=dict)
 
     def phases(self):
         return method_phases(self.method)
+
+
+# settings whose default changed after checkpoints without them were written: the value those runs used
+LEGACY_DEFAULTS = {"delta_mu_over": "all"}
 
 
 class RunError(RuntimeError):
@@ -201,10 +205,10 @@ def phase_setup(cfg, phase, start_params):
 
 def init_weights(cfg, params):
     """The weights w whose std sets the mixture's spacing (Table 3: delta_mu = 2 std(w) / K), flat:
-    every weight of the start model (cfg.delta_mu_over == "all", the spec's default), or only those
-    that survive the pruning rule (priors.keep_mask) when the start model is variational and
-    delta_mu_over == "survivors" (docs/objective.md, "Interpretation choices"; a deterministic start
-    model has no pruned weights, so both readings agree there)."""
+    only those that survive the pruning rule (priors.keep_mask) when the start model is variational and
+    cfg.delta_mu_over == "survivors" (the default), or every weight of the start model ("all")
+    (docs/objective.md, "Interpretation choices", item 9; a deterministic start model has no pruned
+    weights, so both readings agree there)."""
     if cfg.delta_mu_over not in ("all", "survivors"):
         raise ValueError(f"delta_mu_over must be 'all' or 'survivors', got {cfg.delta_mu_over!r}")
     keys = models.weight_keys(cfg.arch)
@@ -383,7 +387,7 @@ class Run:
         # A setting that an older checkpoint lacks was added later with its default, the value that
         # run used. Epoch counts may change on resume (to extend or shorten a run), except for the
         # phase in progress when it has already run more epochs than now asked for.
-        saved = dict(asdict(Config()), **saved)
+        saved = {**asdict(Config()), **LEGACY_DEFAULTS, **saved}
         diff = [k for k in mine if k != "epochs" and saved.get(k) != mine[k]]
         if diff:
             raise RunError("--resume with different settings than the checkpoint: " + ", ".join(

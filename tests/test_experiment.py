@@ -178,6 +178,35 @@ def test_resume_of_a_checkpoint_older_than_a_setting(tmp_path):
     assert any("resumed l2 after epoch 1" in l for l in lines), lines
 
 
+@pytest.mark.parametrize("now, ok", [("all", True), ("survivors", False)])
+def test_resume_of_a_checkpoint_older_than_a_changed_default(tmp_path, now, ok):
+    """A checkpoint written before --delta-mu-over existed was made with Δμ over all weights (the
+    default then, train.LEGACY_DEFAULTS): it resumes with "all" and is refused with today's default."""
+    import json as js
+
+    from refvbc.experiment import load_data
+    from refvbc.fileio import atomic_savez, load_npz
+    from refvbc.train import Config, Run, RunError
+
+    cfg = Config(arch="lenet300", method="l2", n_train=200, n_test=200, epochs={"l2": 2},
+                 delta_mu_over="all")
+    data = load_data(cfg)
+    out = str(tmp_path / "r")
+    assert Run(cfg, out, data, log=lambda s: None).run(max_epochs=1) is None
+    ck = os.path.join(out, "checkpoint.npz")
+    arrays = load_npz(ck)
+    meta = js.loads(str(arrays["meta"]))
+    del meta["config"]["delta_mu_over"]
+    arrays["meta"] = np.array(js.dumps(meta))
+    atomic_savez(ck, **arrays)
+    cfg.delta_mu_over = now
+    if ok:
+        assert "l2" in Run(cfg, out, data, log=lambda s: None).run(resume=True)
+    else:
+        with pytest.raises(RunError, match="delta_mu_over: checkpoint 'all' vs now 'survivors'"):
+            Run(cfg, out, data, log=lambda s: None).run(resume=True)
+
+
 def test_init_from_a_phase_model_continues_exactly(quick_run, tmp_path):
     """--init-from vd.npz trains only vdsws, and ends bit-identical to the run that trained vd itself."""
     ref, _ = quick_run
