@@ -264,7 +264,7 @@ def main(argv=None):
                                                           "finetune": a.finetune})
         log(report.table2(a.arch, results))
         if not a.no_figures:
-            for f in report.figures(out, a.arch, finals, pi0=cfg.pi0):
+            for f in report.figures(out, a.arch, finals, pi0=cfg.pi0, delta_mu_over=cfg.delta_mu_over):
                 log(f"# figure {f}")
         log(f"# results in {os.path.join(out, 'results.json')}")
         return 0

@@ -107,9 +107,11 @@ def save_figure(fig, path, dpi=90):
     atomic_write_bytes(path, buf.getvalue())
 
 
-def figures(out_dir, arch, finals, pi0=PI0):
+def figures(out_dir, arch, finals, pi0=PI0, delta_mu_over="survivors"):
     """Weight-mean histograms with the learned mixture (before/after SWS; zero component's proportion
-    `pi0`) and per-layer sparsity. Returns the list of PNGs written; [] when matplotlib is not installed."""
+    `pi0`; the "before" panel shows the initial mixture as the run built it, delta_mu_over as in
+    train.Config) and per-layer sparsity. Returns the list of PNGs written; [] when matplotlib is not
+    installed."""
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -117,6 +119,7 @@ def figures(out_dir, arch, finals, pi0=PI0):
     except ImportError:
         return []
     from .priors import mixture_init
+    from .train import Config, init_weights
 
     written = []
     net = get_arch(arch)
@@ -131,7 +134,8 @@ def figures(out_dir, arch, finals, pi0=PI0):
             if "gmm.mu" in p:
                 mu, ll, lp = p["gmm.mu"], p["gmm.log_lambda"], p["gmm.log_pi"]
             else:
-                mu, ll, lp = mixture_init(w, pi0=pi0, dtype=np.float64)
+                w0 = init_weights(Config(arch=arch, delta_mu_over=delta_mu_over), p).astype(np.float64)
+                mu, ll, lp = mixture_init(w0, pi0=pi0, dtype=np.float64)
             counts = ax.hist(w, bins=200, density=True, color="0.6", log=True)[0]
             grid = np.linspace(w.min(), w.max(), 1000)
             pi = np.empty(len(mu))
