@@ -82,11 +82,9 @@ def loss_and_grads(arch, params, x, y, noise=None, tau1=1.0, tau2=0.0, n_data=N_
 
     if variational and tau1 != 0.0:
         # adds tau1/N * the KL gradients into the data-term gradients in place, all layers in one call
-        kl_total = 0.0
-        for v in priors.kl_vd_add_layers([(params[f"{l.name}.theta"], params[f"{l.name}.log_sigma2"],
-                                           grads[f"{l.name}.theta"], grads[f"{l.name}.log_sigma2"])
-                                          for l in net], tau1 * inv_n):
-            kl_total += v
+        kl_total = sum(priors.kl_vd_add_layers([(params[f"{l.name}.theta"], params[f"{l.name}.log_sigma2"],
+                                                 grads[f"{l.name}.theta"], grads[f"{l.name}.log_sigma2"])
+                                                for l in net], tau1 * inv_n))
         parts["kl"] = kl_total
         reg += tau1 * kl_total
 

@@ -211,12 +211,11 @@ def init_weights(cfg, params):
     weights, so both readings agree there)."""
     if cfg.delta_mu_over not in ("all", "survivors"):
         raise ValueError(f"delta_mu_over must be 'all' or 'survivors', got {cfg.delta_mu_over!r}")
-    keys = models.weight_keys(cfg.arch)
-    flat = np.concatenate([params[k].ravel() for k in keys])
-    if cfg.delta_mu_over == "all" or not models.is_variational(params, cfg.arch):
+    flat = np.concatenate([params[k].ravel() for k in models.weight_keys(cfg.arch)])
+    masks = prune_masks(cfg.arch, params) if cfg.delta_mu_over == "survivors" else None
+    if masks is None:  # "all", or a deterministic start model
         return flat
-    keep = np.concatenate([priors.keep_mask(params[k], params[k.replace(".theta", ".log_sigma2")]).ravel()
-                           for k in keys])
+    keep = np.concatenate([masks[l.name].ravel() for l in get_arch(cfg.arch)])
     if not keep.any():
         raise ValueError("delta_mu_over='survivors': no weight of the start model survives the pruning rule")
     return flat[keep]

@@ -154,25 +154,34 @@ def test_resume_may_extend_epochs_but_not_shrink_the_running_phase(tmp_path):
     assert sum(l.startswith("   l2 epoch") for l in lines) == 2, lines
 
 
-def test_resume_of_a_checkpoint_older_than_a_setting(tmp_path):
-    """A checkpoint written before a setting existed (here pi0) resumes: the missing setting is read
-    as its default, the value that run used."""
+def _checkpoint_without(tmp_path, cfg, key):
+    """Train cfg (an l2 run of 2 epochs) for 1 epoch into tmp_path/r, then delete `key` from the
+    checkpoint's config, as a checkpoint written before that setting existed. Returns (out, data)."""
     import json as js
 
     from refvbc.experiment import load_data
     from refvbc.fileio import atomic_savez, load_npz
-    from refvbc.train import Config, Run
+    from refvbc.train import Run
 
-    cfg = Config(arch="lenet300", method="l2", n_train=200, n_test=200, epochs={"l2": 2})
     data = load_data(cfg)
     out = str(tmp_path / "r")
     assert Run(cfg, out, data, log=lambda s: None).run(max_epochs=1) is None
     ck = os.path.join(out, "checkpoint.npz")
     arrays = load_npz(ck)
     meta = js.loads(str(arrays["meta"]))
-    del meta["config"]["pi0"]
+    del meta["config"][key]
     arrays["meta"] = np.array(js.dumps(meta))
     atomic_savez(ck, **arrays)
+    return out, data
+
+
+def test_resume_of_a_checkpoint_older_than_a_setting(tmp_path):
+    """A checkpoint written before a setting existed (here pi0) resumes: the missing setting is read
+    as its default, the value that run used."""
+    from refvbc.train import Config, Run
+
+    cfg = Config(arch="lenet300", method="l2", n_train=200, n_test=200, epochs={"l2": 2})
+    out, data = _checkpoint_without(tmp_path, cfg, "pi0")
     lines = []
     assert "l2" in Run(cfg, out, data, log=lines.append).run(resume=True)
     assert any("resumed l2 after epoch 1" in l for l in lines), lines
@@ -182,23 +191,11 @@ def test_resume_of_a_checkpoint_older_than_a_setting(tmp_path):
 def test_resume_of_a_checkpoint_older_than_a_changed_default(tmp_path, now, ok):
     """A checkpoint written before --delta-mu-over existed was made with Δμ over all weights (the
     default then, train.LEGACY_DEFAULTS): it resumes with "all" and is refused with today's default."""
-    import json as js
-
-    from refvbc.experiment import load_data
-    from refvbc.fileio import atomic_savez, load_npz
     from refvbc.train import Config, Run, RunError
 
     cfg = Config(arch="lenet300", method="l2", n_train=200, n_test=200, epochs={"l2": 2},
                  delta_mu_over="all")
-    data = load_data(cfg)
-    out = str(tmp_path / "r")
-    assert Run(cfg, out, data, log=lambda s: None).run(max_epochs=1) is None
-    ck = os.path.join(out, "checkpoint.npz")
-    arrays = load_npz(ck)
-    meta = js.loads(str(arrays["meta"]))
-    del meta["config"]["delta_mu_over"]
-    arrays["meta"] = np.array(js.dumps(meta))
-    atomic_savez(ck, **arrays)
+    out, data = _checkpoint_without(tmp_path, cfg, "delta_mu_over")
     cfg.delta_mu_over = now
     if ok:
         assert "l2" in Run(cfg, out, data, log=lambda s: None).run(resume=True)
