@@ -47,6 +47,12 @@ VARIANTS = [
      "100 epochs", ["--delta-mu-over", "survivors"], 100, None),
     ("dmu-surv-100-seed1", "as dmu-surv-100, seed 1", ["--delta-mu-over", "survivors", "--seed", "1"], 100, None),
     ("dmu-surv-100-seed2", "as dmu-surv-100, seed 2", ["--delta-mu-over", "survivors", "--seed", "2"], 100, None),
+    ("surv-ramp2-100", "Δμ over survivors (the default), tau2 raised linearly 0.02 -> 2 over epochs 51-100",
+     ["--delta-mu-over", "survivors", "--tau2-final", "2.0", "--tau2-ramp-from", "0.5"], 100, None),
+    ("surv-ramp0.2-100", "Δμ over survivors (the default), tau2 raised linearly 0.02 -> 0.2 over epochs 51-100",
+     ["--delta-mu-over", "survivors", "--tau2-final", "0.2", "--tau2-ramp-from", "0.5"], 100, None),
+    ("surv-200", "Δμ over survivors (the default), 200 epochs (continues dmu-surv-100)",
+     ["--delta-mu-over", "survivors"], 200, "dmu-surv-100"),
 ]
 POST_HOC = [  # rows computed from a trained variant's model without retraining: name, what, base, opts, ft
     ("noprune-50", "base-50 clustered without dropout-rate pruning before the argmax", "base-50",

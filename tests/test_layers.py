@@ -11,6 +11,14 @@ from refvbc.kernels import conv as K
 DTYPES = [np.float32, np.float64]
 
 
+@pytest.fixture(params=["gemm", "direct"])
+def conv_path(request, monkeypatch):
+    """Run a conv test through both paths of layers._conv_forward: im2col + GEMM, and the direct kernels
+    of refvbc/kernels/conv_direct.py (chosen by the receptive field size, CONV_DIRECT_MAX_K)."""
+    monkeypatch.setattr(L, "CONV_DIRECT_MAX_K", 0 if request.param == "gemm" else 10 ** 9)
+    return request.param
+
+
 def check_grads(name, forward, backward_grads, inputs, wrt, seed=0, tol=1e-6):
     """forward(*inputs) -> (out, cache); backward_grads(dout, cache) -> tuple aligned with wrt (indices
     into inputs). Checks each analytic gradient of sum(out * dout) against central differences."""
@@ -57,14 +65,14 @@ def test_vdense_gradcheck(B, nin, nout):
 
 @pytest.mark.parametrize("xs,ws", [((2, 2, 6, 5), (3, 2, 3, 2)), ((1, 1, 5, 5), (2, 1, 5, 5)),
                                    ((3, 3, 4, 6), (2, 3, 1, 3))])
-def test_conv2d_gradcheck(xs, ws):
+def test_conv2d_gradcheck(xs, ws, conv_path):
     rng = np.random.default_rng(3)
     x, w, b = rng.standard_normal(xs), rng.standard_normal(ws), rng.standard_normal(ws[0])
     check_grads("conv2d", L.conv2d_forward, lambda d, c: L.conv2d_backward(d, c), [x, w, b], [0, 1, 2])
 
 
 @pytest.mark.parametrize("xs,ws", [((2, 2, 6, 5), (3, 2, 3, 2)), ((1, 3, 5, 5), (2, 3, 3, 3))])
-def test_vconv2d_gradcheck(xs, ws):
+def test_vconv2d_gradcheck(xs, ws, conv_path):
     rng = np.random.default_rng(4)
     x = rng.standard_normal(xs)
     th = rng.standard_normal(ws)
@@ -131,7 +139,7 @@ def test_softmax_ce_value_and_stability():
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("xs,ws", [((4, 1, 12, 12), (5, 1, 5, 5)), ((3, 4, 8, 9), (6, 4, 3, 2))])
-def test_vconv2d_matches_numpy_reference(dtype, xs, ws):
+def test_vconv2d_matches_numpy_reference(dtype, xs, ws, conv_path):
     rng = np.random.default_rng(9)
     x = rng.standard_normal(xs).astype(dtype)
     th = rng.standard_normal(ws).astype(dtype)
@@ -167,7 +175,7 @@ def test_vdense_zero_noise_is_dense():
     np.testing.assert_allclose(y, yd, rtol=0, atol=1e-14)
 
 
-def test_need_dx_false():
+def test_need_dx_false(conv_path):
     rng = np.random.default_rng(11)
     x, w, b = rng.standard_normal((2, 1, 6, 6)), rng.standard_normal((3, 1, 3, 3)), rng.standard_normal(3)
     out, c = L.conv2d_forward(x, w, b)
@@ -186,7 +194,7 @@ def test_need_dx_false():
 # ----------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_dtype_preserved(dtype):
+def test_dtype_preserved(dtype, conv_path):
     rng = np.random.default_rng(12)
 
     def r(*s):
@@ -297,7 +305,7 @@ def _layer_outputs(kind, dtype, seed=3):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("kind", ["conv", "vconv", "dense", "vdense"])
-def test_layers_in_parts_match_one_part(kind, dtype, monkeypatch):
+def test_layers_in_parts_match_one_part(kind, dtype, monkeypatch, conv_path):
     one = _layer_outputs(kind, dtype)
     monkeypatch.setattr(L, "PART_IMAGES", 4)     # 6 images: parts of 3 and 3
     monkeypatch.setattr(L, "DENSE_MIN_WORK", 0)  # dense layers in DENSE_PARTS row parts
