@@ -242,35 +242,49 @@ def im2col_t_into(x, kh, kw, colsT, colsT_sq, want_sq):
 
     Inputs:  x (Bc, C, H, W) C-contiguous; kh, kw; colsT (K, Bc*P) and colsT_sq (K, Bc*P) (any shape when
              not want_sq) written here; want_sq bool.
-    Written as a gather through an offset table (K, P) (offset of x[c, oh+i, ow+j] in one image), so the
-    inner loop runs over all P positions of an image (vectorized gathers) instead of OW-long runs.
+    Row k = (c, i, j) of colsT is, image by image and output row by output row, the OW-long run
+    x[b, c, oh + i, j:j + OW]. Runs are copied eight elements per step, written out (a run of OW = 8, as in
+    LeNet-5's conv2, is shorter than the vectorized loop body LLVM would build, and would run in the scalar
+    remainder loop): measured 0.61 against 0.85 ms for 25 images of conv2 (the earlier gather through an
+    offset table).
     """
     B, C, H, W = x.shape
     OH = H - kh + 1
     OW = W - kw + 1
     P = OH * OW
-    K = C * kh * kw
-    off = np.empty((K, P), dtype=np.int32)
-    for k in range(K):
+    OW8 = OW - OW % 8
+    xf = x.reshape(B, C * H * W)
+    for k in range(C * kh * kw):
         c = k // (kh * kw)
         ij = k - c * (kh * kw)
         i = ij // kw
         j = ij - i * kw
-        for oh in range(OH):
-            for ow in range(OW):
-                off[k, oh * OW + ow] = (c * H + oh + i) * W + ow + j
-    xf = x.reshape(B, C * H * W)
-    for k in range(K):
+        ck = colsT[k]
+        cq = colsT_sq[k] if want_sq else colsT[k, 0:0]
         for b in range(B):
-            q = b * P
-            if want_sq:
-                for p in range(P):
-                    v = xf[b, off[k, p]]
-                    colsT[k, q + p] = v
-                    colsT_sq[k, q + p] = v * v
-            else:
-                for p in range(P):
-                    colsT[k, q + p] = xf[b, off[k, p]]
+            xb = xf[b]
+            for oh in range(OH):
+                o = (c * H + oh + i) * W + j
+                src = xb[o:o + OW]
+                q = b * P + oh * OW
+                dst = ck[q:q + OW]
+                dsq = cq[q:q + OW] if want_sq else cq
+                ow = 0
+                while ow < OW8:
+                    v0, v1, v2, v3 = src[ow], src[ow + 1], src[ow + 2], src[ow + 3]
+                    v4, v5, v6, v7 = src[ow + 4], src[ow + 5], src[ow + 6], src[ow + 7]
+                    dst[ow], dst[ow + 1], dst[ow + 2], dst[ow + 3] = v0, v1, v2, v3
+                    dst[ow + 4], dst[ow + 5], dst[ow + 6], dst[ow + 7] = v4, v5, v6, v7
+                    if want_sq:
+                        dsq[ow], dsq[ow + 1], dsq[ow + 2], dsq[ow + 3] = v0 * v0, v1 * v1, v2 * v2, v3 * v3
+                        dsq[ow + 4], dsq[ow + 5], dsq[ow + 6], dsq[ow + 7] = v4 * v4, v5 * v5, v6 * v6, v7 * v7
+                    ow += 8
+                while ow < OW:
+                    v = src[ow]
+                    dst[ow] = v
+                    if want_sq:
+                        dsq[ow] = v * v
+                    ow += 1
 
 
 def im2col_t_pair_numba(x, kh, kw, want_sq):
