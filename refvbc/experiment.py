@@ -106,7 +106,7 @@ def config_from_args(a):
 def compress_options(a):
     """Options of the compression step (recorded in results.json); the mixture argmax uses the pi0
     the model was trained with."""
-    return {"prune_first": not a.no_prune_first, "merge_kl": a.merge_kl, "pi0": a.pi0}
+    return {"prune_first": not a.no_prune_first, "merge_kl": a.merge_kl, "pi0": a.pi0, "assign": a.assign}
 
 
 def validate(p, a):

@@ -63,6 +63,13 @@ POST_HOC = [  # rows computed from a trained variant's model without retraining:
      {"merge_kl": 1.0}, None),
     ("merge30-50", "base-50 with components merged below symmetric KL 30 (neighbours ~0.05 apart)",
      "base-50", {"merge_kl": 30.0}, None),
+    ("density-surv-100", "dmu-surv-100 with each weight collapsed onto the component of highest density "
+     "N(theta | mu_k, sigma_k^2), not highest responsibility (mixing proportions left out)", "dmu-surv-100",
+     {"assign": "density"}, None),
+    ("density-surv-100-seed1", "as density-surv-100, from dmu-surv-100-seed1", "dmu-surv-100-seed1",
+     {"assign": "density"}, None),
+    ("density-surv-100-seed2", "as density-surv-100, from dmu-surv-100-seed2", "dmu-surv-100-seed2",
+     {"assign": "density"}, None),
     ("ft-bias-50", "BEYOND THE PAPER: base-50, then 3 epochs re-training the biases (assignments fixed)",
      "base-50", {}, "bias"),
     ("ft-means-50", "BEYOND THE PAPER: base-50, then 3 epochs re-training biases and the non-zero cluster "
@@ -139,7 +146,8 @@ def cmd_table(a):
             r = report.summarize("lenet300", "vdsws", params, data[2], data[3], d, dict(opts), finetune=fine)
             atomic_write_bytes(done, json.dumps(r, default=float).encode())
         r = json.load(open(done))
-        flag = {"prune_first": "--no-prune-first", "merge_kl": f"--merge-kl {opts.get('merge_kl')}"}
+        flag = {"prune_first": "--no-prune-first", "merge_kl": f"--merge-kl {opts.get('merge_kl')}",
+                "assign": f"--assign {opts.get('assign')}"}
         ftf = [] if ft is None else ([f"--finetune {ft}"] if isinstance(ft, str) else
                                      [f"--finetune {ft[0]} --finetune-epochs {ft[1]}"])
         cmd = " ".join([flag[k] for k in opts] + ftf)

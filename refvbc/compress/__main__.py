@@ -94,7 +94,7 @@ def main(argv=None):
                                 offset_bits={"dense": a.offset_bits_dense, "conv": a.offset_bits_conv},
                                 huffman_offsets=a.huffman_offsets, layout=a.layout,
                                 vd_per_layer=not a.vd_shared_gmm, prune_first=not a.no_prune_first,
-                                merge_kl=a.merge_kl, vd_components=a.vd_components,
+                                merge_kl=a.merge_kl, assign=a.assign, vd_components=a.vd_components,
                                 prune_threshold=a.prune_threshold, pi0=pi0)
             n = write_rvbc(a.out, cm)
             t = report(cm)["total"]

@@ -89,18 +89,31 @@ def merge_components(mu, log_lambda, log_pi, max_kl, pi0=PI0):
     return mu, var, w, int(np.flatnonzero(zero)[0])
 
 
-def cluster_mixture(thetas, mu, log_lambda, log_pi, keep=None, pi0=PI0, merge_kl=None):
+ASSIGN_RULES = ("responsibility", "density")
+
+
+def cluster_mixture(thetas, mu, log_lambda, log_pi, keep=None, pi0=PI0, merge_kl=None, assign="responsibility"):
     """Mixture-argmax clustering of the weight means (paper §3).
 
     Inputs:  thetas dict name -> float array; mu, log_lambda, log_pi (K,) the trained mixture;
              keep dict name -> bool array (weights already pruned by dropout rate are False) or None;
-             merge_kl: None, or merge components closer than this first (`merge_components`).
+             merge_kl: None, or merge components closer than this first (`merge_components`);
+             assign: "responsibility" (the spec's rule: argmax_k of pi_k N(theta | mu_k, 1/lambda_k)) or
+             "density" (argmax_k of N(theta | mu_k, 1/lambda_k): the other reading of §3's "the mixture
+             component k that assigns it the highest probability", the proportions left out).
     Returns: (codebook float32 (V,), symbols dict name -> int64 array, quantized dict name -> float32).
     """
     from refvbc import priors
 
+    if assign not in ASSIGN_RULES:
+        raise ValueError(f"assign must be one of {ASSIGN_RULES}, got {assign!r}")
     mu = np.asarray(mu, dtype=np.float64)
     merged = None if merge_kl is None else merge_components(mu, log_lambda, log_pi, merge_kl, pi0)
+    if assign == "density":  # equal proportions: the argmax compares the component densities alone
+        if merged is None:
+            merged = (mu.copy(), np.exp(-np.asarray(log_lambda, np.float64)), None, 0)
+            merged[0][0] = 0.0
+        merged = (merged[0], merged[1], np.full(merged[0].size, 1.0 / merged[0].size), merged[3])
     quantized = {}
     for name, theta in thetas.items():
         if merged is None:

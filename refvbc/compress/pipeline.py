@@ -26,7 +26,8 @@ from refvbc.priors import DROPOUT_THRESHOLD
 
 # The keyword options of `quantize` (compress_model passes them on; report.summarize separates them
 # from the layout options when it fine-tunes between the two steps).
-QUANTIZE_OPTIONS = ("vd_per_layer", "prune_first", "merge_kl", "vd_components", "prune_threshold", "pi0")
+QUANTIZE_OPTIONS = ("vd_per_layer", "prune_first", "merge_kl", "vd_components", "prune_threshold", "pi0",
+                    "assign")
 
 DEFAULT_OFFSET_BITS = {"dense": 5, "conv": 8}  # appendix B.2
 
@@ -72,15 +73,20 @@ def _check_params(arch, params, method):
 
 def add_clustering_arguments(parser):
     """The command-line flags of `quantize`'s clustering options (run_experiments.py and
-    `python -m refvbc.compress encode` share them): --no-prune-first, --merge-kl."""
+    `python -m refvbc.compress encode` share them): --no-prune-first, --merge-kl, --assign."""
     parser.add_argument("--no-prune-first", action="store_true",
                         help="vdsws: no dropout-rate pruning before the mixture argmax")
     parser.add_argument("--merge-kl", type=float, default=None,
                         help="sws/vdsws: merge mixture components closer than this symmetric KL first")
+    parser.add_argument("--assign", default="responsibility", choices=cluster.ASSIGN_RULES,
+                        help="sws/vdsws: collapse each weight onto the component of highest responsibility "
+                             "pi_k N(theta | mu_k, 1/lambda_k) (default) or of highest density "
+                             "N(theta | mu_k, 1/lambda_k), the mixing proportions left out")
 
 
 def quantize(arch, params, method, vd_per_layer=True, prune_first=True, merge_kl=None,
-             vd_components=cluster.VD_COMPONENTS, prune_threshold=DROPOUT_THRESHOLD, pi0=PI0):
+             vd_components=cluster.VD_COMPONENTS, prune_threshold=DROPOUT_THRESHOLD, pi0=PI0,
+             assign="responsibility"):
     """Step (i) of the pipeline, clustering: the quantized weight of every layer.
 
     Inputs:  arch; params flat dict; method in METHODS; vd_per_layer: see cluster.cluster_vd;
@@ -89,7 +95,8 @@ def quantize(arch, params, method, vd_per_layer=True, prune_first=True, merge_kl
              merge_kl: "sws"/"vdsws" merge mixture components closer than this first (None: no merging);
              vd_components: components of the "vd" codebook's 1-D GMM (appendix B.1: 64);
              prune_threshold: the dropout rate at and above which "vd"/"vdsws" prune a weight (0.95);
-             pi0: the zero component's mixing proportion the "sws"/"vdsws" model was trained with.
+             pi0: the zero component's mixing proportion the "sws"/"vdsws" model was trained with;
+             assign: "sws"/"vdsws" argmax rule, "responsibility" or "density" (cluster.cluster_mixture).
     Returns: dict layer name -> float32 array of the weight's shape (exact zeros where pruned).
     """
     _check_params(arch, params, method)
@@ -111,7 +118,7 @@ def quantize(arch, params, method, vd_per_layer=True, prune_first=True, merge_kl
         quantized = cluster.cluster_mixture(
             {n: t.astype(dt, copy=False) for n, t in thetas.items()}, mu.astype(dt),
             np.asarray(params["gmm.log_lambda"], dt), np.asarray(params["gmm.log_pi"], dt), keep=keep,
-            pi0=pi0, merge_kl=merge_kl)[2]
+            pi0=pi0, merge_kl=merge_kl, assign=assign)[2]
     for q in quantized.values():
         q[q == 0] = 0.0  # -0.0 -> +0.0: a zero is stored as "no entry" and decodes as +0.0
     return quantized
