@@ -51,8 +51,10 @@ VARIANTS = [
      ["--delta-mu-over", "survivors", "--tau2-final", "2.0", "--tau2-ramp-from", "0.5"], 100, None),
     ("surv-ramp0.2-100", "Δμ over survivors (the default), tau2 raised linearly 0.02 -> 0.2 over epochs 51-100",
      ["--delta-mu-over", "survivors", "--tau2-final", "0.2", "--tau2-ramp-from", "0.5"], 100, None),
-    ("surv-200", "Δμ over survivors (the default), 200 epochs (continues dmu-surv-100)",
-     ["--delta-mu-over", "survivors"], 200, "dmu-surv-100"),
+    ("surv-ramp0.2-100-seed1", "as surv-ramp0.2-100, seed 1",
+     ["--delta-mu-over", "survivors", "--tau2-final", "0.2", "--tau2-ramp-from", "0.5", "--seed", "1"], 100, None),
+    ("surv-ramp0.2-100-seed2", "as surv-ramp0.2-100, seed 2",
+     ["--delta-mu-over", "survivors", "--tau2-final", "0.2", "--tau2-ramp-from", "0.5", "--seed", "2"], 100, None),
 ]
 POST_HOC = [  # rows computed from a trained variant's model without retraining: name, what, base, opts, ft
     ("noprune-50", "base-50 clustered without dropout-rate pruning before the argmax", "base-50",
@@ -64,7 +66,7 @@ POST_HOC = [  # rows computed from a trained variant's model without retraining:
     ("merge30-50", "base-50 with components merged below symmetric KL 30 (neighbours ~0.05 apart)",
      "base-50", {"merge_kl": 30.0}, None),
     ("density-surv-100", "dmu-surv-100 with each weight collapsed onto the component of highest density "
-     "N(theta | mu_k, sigma_k^2), not highest responsibility (mixing proportions left out)", "dmu-surv-100",
+     "N(theta; mu_k, sigma_k^2), not highest responsibility (mixing proportions left out)", "dmu-surv-100",
      {"assign": "density"}, None),
     ("density-surv-100-seed1", "as density-surv-100, from dmu-surv-100-seed1", "dmu-surv-100-seed1",
      {"assign": "density"}, None),

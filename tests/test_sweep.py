@@ -224,6 +224,31 @@ def test_resume_redoes_nothing_finished(sweep_run, tmp_path, monkeypatch, capsys
     assert "already holds a sweep; pass --resume" in capsys.readouterr().err
 
 
+def test_resume_of_points_made_before_a_setting_existed(sweep_run, tmp_path, monkeypatch):
+    """A point whose results.json predates `delta_mu_over` (no such key): the SWS point is reused (from
+    the deterministic l2 model both readings are one), the VD+SWS point is run again (the setting's
+    legacy value, "all", is not today's default)."""
+    src, _ = sweep_run
+    out = tmp_path / "old"
+    shutil.copytree(src, out)
+    for name in ("sws-tau2_0.05-pi0_0.99", "vdsws-tau2_0.05-pi0_0.99"):
+        path = out / "points" / name / "results.json"
+        res = json.loads(path.read_text())
+        assert res["config"].pop("delta_mu_over") == "survivors"
+        path.write_text(json.dumps(res))
+    command = shlex.split(json.loads((src / "tradeoff.json").read_text())["command"])
+    args = [str(out) if a == str(src) else a for a in command[2:]]
+    launched = []
+
+    def fake_jobs(jobs, n, log=print, poll_s=1.0):
+        launched.extend(jobs)
+        return {j[0]: 0 for j in jobs}
+
+    monkeypatch.setattr("refvbc.jobs.run_jobs", fake_jobs)
+    main(args + ["--resume"])
+    assert [j[0] for j in launched] == ["vdsws-tau2_0.05-pi0_0.99"], [j[0] for j in launched]
+
+
 @pytest.fixture(scope="module")
 def bad_dirs(phase_dir, tmp_path_factory):
     d = tmp_path_factory.mktemp("bad")
