@@ -93,6 +93,35 @@ def test_backward_overwrites_gradient_buffers():
         np.testing.assert_array_equal(a, b_, err_msg="gradient buffers accumulated the earlier contents")
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_backward_is_deterministic_wherever_the_arrays_lie(dtype):
+    """The same inputs at different memory addresses give bit-identical gradients (the reductions never
+    share a loop with stores, whose runtime alias check could switch the summation order)."""
+    x, w2, es2, b, eps, dy = _inputs(GEOMS[0], dtype, seed=4)
+    std = (np.random.default_rng(5).random(eps.shape) + 0.5).astype(dtype)
+    rng = np.random.default_rng(6)
+    first = None
+    for _ in range(12):
+        pad = int(rng.integers(0, 16))
+        keep = [np.empty(int(rng.integers(1, 5000)), dtype) for _ in range(3)]  # move the heap around
+
+        def moved(a):
+            buf = np.empty(a.size + pad, dtype)
+            v = buf[pad:].reshape(a.shape)
+            v[...] = a
+            return v
+
+        out = [np.empty_like(w2), np.empty_like(w2), np.empty(w2.shape[0], dtype), np.empty_like(x)]
+        D.conv_direct_backward_into(moved(x), moved(dy), moved(eps), moved(std), w2, es2, 5, 5, True, True,
+                                    *out)
+        del keep
+        if first is None:
+            first = out
+            continue
+        for name, a, b_ in zip(("gw", "gs", "gb", "dx"), first, out):
+            np.testing.assert_array_equal(b_, a, err_msg=f"{name}: inputs at other addresses changed the result")
+
+
 def test_float32_kernels_run_in_float32():
     """No float64 arithmetic in the float32 kernels (see tests/numba_ir.py)."""
     from numba_ir import float64_arithmetic

@@ -24,7 +24,11 @@ The forward kernel has no reductions (plain njit, exact IEEE order: taps in k or
 bias). The backward's dot products are reductions, which LLVM vectorizes only when allowed to
 reassociate: that kernel is compiled with fastmath={"reassoc"} (no other fast-math flag), so its sums
 are a fixed re-ordering, deterministic for a given machine and build; tests compare it to the NumPy
-reference within a tolerance, never exactly. Serial kernels (the layers run one part per thread), written
+reference within a tolerance, never exactly. Every reduction runs in a loop that only loads: a loop that
+also stores gets LLVM's runtime alias check, whose outcome (vector body or scalar fallback, two summation
+orders) depends on where the arrays happen to lie in memory — a first version summed db inside the loop
+that writes the wide dout and gave run-to-run differences of 1e-16 (tests/test_kernels_conv_direct.py
+checks bit-equal results for inputs at different addresses). Serial kernels (the layers run one part per thread), written
 into caller-given arrays; numba.njit(cache=True), intp loop indices. The inner loops index slices
 (xs = xn[o:o + L]; xs[p]) rather than xn[o + p]: an index computed from a runtime offset gets numba's
 negative-index wraparound check, which stops LLVM's vectorizer (as in kernels/kl32.py).
@@ -39,8 +43,8 @@ from refvbc.kernels.conv import conv2d_backward_numpy, conv2d_forward_numpy
 # vectorized loop body takes per iteration): a remainder would run in the scalar epilogue, which for a
 # 668-long run (conv1) cost most of the kernel's time.
 BLOCK = 64
-_NJIT = dict(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
-_NJIT_REASSOC = dict(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc", "contract"})
+_NJIT = dict(cache=True, nogil=True, error_model="numpy")
+_NJIT_REASSOC = dict(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc"})
 
 
 @numba.njit(inline="always", **_NJIT)
@@ -189,16 +193,17 @@ def conv_direct_backward_into(x, dy, eps, std, w2, es2, kh, kw, var, need_dx, gw
             if var:
                 dxs[:] = 0
         for f in range(F):
-            sb = zero
             for oh in range(OH):
                 r = oh * W
                 for ow in range(OW):
                     d = dy[n, f, oh, ow]
                     dm[r + ow] = d
-                    sb += d
                     if var:
                         s = std[n, f, oh, ow]
                         dv[r + ow] = d * eps[n, f, oh, ow] / (s + s)
+            sb = zero
+            for p in range(L):  # a loop of loads only (see the note on determinism above)
+                sb += dm[p]
             gb[f] += sb
             for c in range(C):
                 for i in range(kh):
