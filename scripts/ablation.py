@@ -53,6 +53,8 @@ VARIANTS = [
      ["--delta-mu-over", "survivors", "--tau2-final", "0.2", "--tau2-ramp-from", "0.5"], 100, None),
     ("surv-ramp0.2-100-seed1", "as surv-ramp0.2-100, seed 1",
      ["--delta-mu-over", "survivors", "--tau2-final", "0.2", "--tau2-ramp-from", "0.5", "--seed", "1"], 100, None),
+    ("surv-ramp0.2-100-seed2", "as surv-ramp0.2-100, seed 2",
+     ["--delta-mu-over", "survivors", "--tau2-final", "0.2", "--tau2-ramp-from", "0.5", "--seed", "2"], 100, None),
 ]
 POST_HOC = [  # rows computed from a trained variant's model without retraining: name, what, base, opts, ft
     ("noprune-50", "base-50 clustered without dropout-rate pruning before the argmax", "base-50",
