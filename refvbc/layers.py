@@ -272,13 +272,10 @@ def _conv_forward(fn, x, w, es2, b, eps, ws):
     if var:
         eps = np.ascontiguousarray(eps)
     if K <= CONV_DIRECT_MAX_K:
-        e2 = es2 if var else w2
-        e4 = eps if var else std
-
-        def part_direct(i):
+        def part_direct(i):  # without var, the empty std stands in for eps and w2 for exp(s)
             s, e = parts[i]
-            _kd.conv_direct_forward_into(x[s:e], w2, e2, b, e4[s:e] if var else e4, jitter, kh, kw, var,
-                                         y[s:e], std[s:e] if var else std)
+            _kd.conv_direct_forward_into(x[s:e], w2, es2 if var else w2, b, (eps if var else std)[s:e], jitter,
+                                         kh, kw, var, y[s:e], std[s:e])
 
         _par.run_parts(part_direct, len(parts))
         return y, (x, w2, es2, eps, std, None, parts, w.shape, ws)
@@ -359,9 +356,7 @@ def _conv_direct_backward(dout, x, w2, es2, eps, std, parts, w_shape, need_dx, d
     F, _, kh, kw = w_shape
     var = es2 is not None
     dtype = x.dtype
-    e2 = es2 if var else w2
-    no4 = np.empty((0, 0, 0, 0), dtype=dtype)
-    dx_arg = dx if need_dx else no4
+    no4 = np.empty((0, 0, 0, 0), dtype=dtype)  # stands in for eps, std (not var) and dx (not need_dx)
 
     def part(i):
         s, e = parts[i]
@@ -369,8 +364,8 @@ def _conv_direct_backward(dout, x, w2, es2, eps, std, parts, w_shape, need_dx, d
         gs = np.empty(w2.shape if var else (0, 0), dtype=dtype)
         gb = np.empty(F, dtype=dtype)
         _kd.conv_direct_backward_into(x[s:e], dout[s:e], eps[s:e] if var else no4, std[s:e] if var else no4,
-                                      w2, e2, kh, kw, var, need_dx, gw, gs, gb,
-                                      dx_arg[s:e] if need_dx else no4)
+                                      w2, es2 if var else w2, kh, kw, var, need_dx, gw, gs, gb,
+                                      dx[s:e] if need_dx else no4)
         return gw, gs, gb
 
     gw, gs, gb = _sum_parts(_par.run_parts(part, len(parts)), var)

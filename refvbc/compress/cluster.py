@@ -110,10 +110,9 @@ def cluster_mixture(thetas, mu, log_lambda, log_pi, keep=None, pi0=PI0, merge_kl
     mu = np.asarray(mu, dtype=np.float64)
     merged = None if merge_kl is None else merge_components(mu, log_lambda, log_pi, merge_kl, pi0)
     if assign == "density":  # equal proportions: the argmax compares the component densities alone
-        if merged is None:
-            merged = (mu.copy(), np.exp(-np.asarray(log_lambda, np.float64)), None, 0)
-            merged[0][0] = 0.0
-        merged = (merged[0], merged[1], np.full(merged[0].size, 1.0 / merged[0].size), merged[3])
+        centres, var, _, zero = merged if merged is not None else (
+            np.concatenate([[0.0], mu[1:]]), np.exp(-np.asarray(log_lambda, np.float64)), None, 0)
+        merged = (centres, var, np.full(centres.size, 1.0 / centres.size), zero)
     quantized = {}
     for name, theta in thetas.items():
         if merged is None:
