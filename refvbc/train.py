@@ -74,6 +74,9 @@ class Config:
 
 # settings whose default changed after checkpoints without them were written: the value those runs used
 LEGACY_DEFAULTS = {"delta_mu_over": "all"}
+# settings that only some phases read: on --resume a difference in one of them matters only when the run
+# trains one of those phases (an SWS-only checkpoint written before --delta-mu-over existed resumes)
+PHASE_SETTINGS = {"delta_mu_over": ("vdsws",)}
 
 
 class RunError(RuntimeError):
@@ -387,7 +390,9 @@ class Run:
         # run used. Epoch counts may change on resume (to extend or shorten a run), except for the
         # phase in progress when it has already run more epochs than now asked for.
         saved = {**asdict(Config()), **LEGACY_DEFAULTS, **saved}
-        diff = [k for k in mine if k != "epochs" and saved.get(k) != mine[k]]
+        phases = set(self.cfg.phases())
+        diff = [k for k in mine if k != "epochs" and saved.get(k) != mine[k]
+                and phases.intersection(PHASE_SETTINGS.get(k, phases))]
         if diff:
             raise RunError("--resume with different settings than the checkpoint: " + ", ".join(
                 f"{k}: checkpoint {saved.get(k)!r} vs now {mine[k]!r}" for k in diff))

@@ -55,6 +55,14 @@ VARIANTS = [
      ["--delta-mu-over", "survivors", "--tau2-final", "0.2", "--tau2-ramp-from", "0.5", "--seed", "1"], 100, None),
     ("surv-ramp0.2-100-seed2", "as surv-ramp0.2-100, seed 2",
      ["--delta-mu-over", "survivors", "--tau2-final", "0.2", "--tau2-ramp-from", "0.5", "--seed", "2"], 100, None),
+    ("surv-200", "Δμ over survivors (the default), 200 epochs (continues dmu-surv-100)",
+     ["--delta-mu-over", "survivors"], 200, "dmu-surv-100"),
+    ("surv-decay-100", "Δμ over survivors (the default), Adam rates decayed linearly to 0 over epochs 51-100",
+     ["--delta-mu-over", "survivors", "--lr-decay-from", "0.5"], 100, None),
+    ("surv-mask-100", "Δμ over survivors (the default), alpha >= 19 weights masked in the training forward pass",
+     ["--delta-mu-over", "survivors", "--mask-pruned"], 100, None),
+    ("surv-scale-100", "Δμ over survivors (the default), Gamma beta read as a scale (rate 0.1)",
+     ["--delta-mu-over", "survivors", "--gamma-param", "scale"], 100, None),
 ]
 POST_HOC = [  # rows computed from a trained variant's model without retraining: name, what, base, opts, ft
     ("noprune-50", "base-50 clustered without dropout-rate pruning before the argmax", "base-50",

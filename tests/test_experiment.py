@@ -155,7 +155,7 @@ def test_resume_may_extend_epochs_but_not_shrink_the_running_phase(tmp_path):
 
 
 def _checkpoint_without(tmp_path, cfg, key):
-    """Train cfg (an l2 run of 2 epochs) for 1 epoch into tmp_path/r, then delete `key` from the
+    """Train cfg (its l2 phase of 2 epochs) for 1 epoch into tmp_path/r, then delete `key` from the
     checkpoint's config, as a checkpoint written before that setting existed. Returns (out, data)."""
     import json as js
 
@@ -187,18 +187,22 @@ def test_resume_of_a_checkpoint_older_than_a_setting(tmp_path):
     assert any("resumed l2 after epoch 1" in l for l in lines), lines
 
 
-@pytest.mark.parametrize("now, ok", [("all", True), ("survivors", False)])
-def test_resume_of_a_checkpoint_older_than_a_changed_default(tmp_path, now, ok):
+@pytest.mark.parametrize("method, now, ok", [("all", "all", True), ("all", "survivors", False),
+                                             ("l2", "survivors", True), ("sws", "survivors", True)])
+def test_resume_of_a_checkpoint_older_than_a_changed_default(tmp_path, method, now, ok):
     """A checkpoint written before --delta-mu-over existed was made with Δμ over all weights (the
-    default then, train.LEGACY_DEFAULTS): it resumes with "all" and is refused with today's default."""
+    default then, train.LEGACY_DEFAULTS): a run that trains vdsws resumes with "all" and is refused with
+    today's default; a run without vdsws (the only phase that reads the setting) resumes either way."""
     from refvbc.train import Config, Run, RunError
 
-    cfg = Config(arch="lenet300", method="l2", n_train=200, n_test=200, epochs={"l2": 2},
-                 delta_mu_over="all")
+    cfg = Config(arch="lenet300", method=method, n_train=200, n_test=200,
+                 epochs={"l2": 2, "sws": 1, "vd": 1, "vdsws": 1}, delta_mu_over="all")
     out, data = _checkpoint_without(tmp_path, cfg, "delta_mu_over")
     cfg.delta_mu_over = now
     if ok:
-        assert "l2" in Run(cfg, out, data, log=lambda s: None).run(resume=True)
+        lines = []
+        Run(cfg, out, data, log=lines.append).run(resume=True, max_epochs=1)
+        assert any("resumed l2 after epoch 1" in l for l in lines), lines
     else:
         with pytest.raises(RunError, match="delta_mu_over: checkpoint 'all' vs now 'survivors'"):
             Run(cfg, out, data, log=lambda s: None).run(resume=True)
