@@ -65,6 +65,9 @@ VARIANTS = [
      ["--delta-mu-over", "survivors", "--lr-decay-from", "0.5", "--seed", "2"], 100, None),
     ("surv-mask-100", "Δμ over survivors (the default), alpha >= 19 weights masked in the training forward pass",
      ["--delta-mu-over", "survivors", "--mask-pruned"], 100, None),
+    ("surv-decay-mask-100", "Δμ over survivors (the default), rates decayed over epochs 51-100 and alpha >= 19 weights "
+     "masked in the training forward pass (both as Molchanov et al.'s code)",
+     ["--delta-mu-over", "survivors", "--lr-decay-from", "0.5", "--mask-pruned"], 100, None),
     ("surv-scale-100", "Δμ over survivors (the default), Gamma beta read as a scale (rate 0.1)",
      ["--delta-mu-over", "survivors", "--gamma-param", "scale"], 100, None),
 ]
