@@ -244,7 +244,7 @@ class Sweep:
     def finished(self, name, method, argv):
         """The results.json entry of a retrained point finished with the settings of `argv`, else None."""
         from .experiment import build_parser, config_from_args
-        from .train import LEGACY_DEFAULTS
+        from .train import LEGACY_DEFAULTS, PHASE_SETTINGS, method_phases, setting_matters
 
         path = os.path.join(self.point_dir(name), "results.json")
         if not os.path.exists(path):
@@ -262,9 +262,10 @@ class Sweep:
             return None
         want.pop("init_sha256")
         saved = {**_json_roundtrip(LEGACY_DEFAULTS), **saved}  # a point made before a setting existed
-        if method == "sws":  # from the deterministic l2 model both Δμ readings are one (train.init_weights)
-            saved.pop("delta_mu_over", None)
-            want.pop("delta_mu_over", None)
+        for key in PHASE_SETTINGS:  # a setting that the point's phases do not read (Δμ's for SWS points)
+            if not setting_matters(key, method_phases(method)):
+                saved.pop(key, None)
+                want.pop(key, None)
         return entry if saved == want else None
 
     def run(self, log):

@@ -74,9 +74,14 @@ class Config:
 
 # settings whose default changed after checkpoints without them were written: the value those runs used
 LEGACY_DEFAULTS = {"delta_mu_over": "all"}
-# settings that only some phases read: on --resume a difference in one of them matters only when the run
-# trains one of those phases (an SWS-only checkpoint written before --delta-mu-over existed resumes)
+# settings that only some phases read: a difference in one of them matters only to a run that trains one
+# of those phases (--resume, sweep points). Δμ's reading: from the deterministic l2 model (SWS) both are one
 PHASE_SETTINGS = {"delta_mu_over": ("vdsws",)}
+
+
+def setting_matters(key, phases):
+    """Whether setting `key` is read by any of `phases` (every setting not in PHASE_SETTINGS is)."""
+    return key not in PHASE_SETTINGS or not set(phases).isdisjoint(PHASE_SETTINGS[key])
 
 
 class RunError(RuntimeError):
@@ -390,9 +395,8 @@ class Run:
         # run used. Epoch counts may change on resume (to extend or shorten a run), except for the
         # phase in progress when it has already run more epochs than now asked for.
         saved = {**asdict(Config()), **LEGACY_DEFAULTS, **saved}
-        phases = set(self.cfg.phases())
         diff = [k for k in mine if k != "epochs" and saved.get(k) != mine[k]
-                and phases.intersection(PHASE_SETTINGS.get(k, phases))]
+                and setting_matters(k, self.cfg.phases())]
         if diff:
             raise RunError("--resume with different settings than the checkpoint: " + ", ".join(
                 f"{k}: checkpoint {saved.get(k)!r} vs now {mine[k]!r}" for k in diff))

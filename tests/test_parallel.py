@@ -8,6 +8,8 @@ import numpy as np
 
 from refvbc import parallel
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the subprocesses import refvbc from here
+
 SCRIPT = r"""
 import sys, numpy as np
 from refvbc import models, objective, train
@@ -29,7 +31,7 @@ def _run(tmp_path, threads):
     out = tmp_path / f"t{threads}.npz"
     env = dict(os.environ, REFVBC_THREADS=str(threads), NUMBA_NUM_THREADS=str(threads))
     subprocess.run([sys.executable, "-c", SCRIPT, str(out)], check=True, env=env,
-                   cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+                   cwd=ROOT)
     return np.load(out)
 
 
@@ -58,6 +60,6 @@ def test_pool_works_in_a_forked_child():
     """Forked in a fresh interpreter: forking the pytest process itself would also fork the threads of
     whatever other tests imported (JAX warns of a deadlock), which is not what this tests."""
     p = subprocess.run([sys.executable, "-c", FORK_SCRIPT], capture_output=True, text=True, timeout=300,
-                       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+                       cwd=ROOT)
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip() == "[0, 1, 2]", f"expected [0, 1, 2] from the forked child, got {p.stdout!r}"
