@@ -30,9 +30,10 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from refvbc import data, models  # noqa: E402
 from refvbc.arch import get_arch  # noqa: E402
 from refvbc.compress import evaluate, report  # noqa: E402
+from refvbc.compress.__main__ import load_params_npz  # noqa: E402
 from refvbc.compress.fileformat import decode, encode  # noqa: E402
 from refvbc.compress.pipeline import layout_model, quantize  # noqa: E402
-from refvbc.train import RunError, load_params, prune_masks  # noqa: E402
+from refvbc.train import prune_masks  # noqa: E402
 
 
 def file_row(arch, method, quantized, params, x, y):
@@ -70,20 +71,20 @@ def main(argv=None):
     except ValueError:
         p.error(f"--clusters: expected comma-separated integers >= 1, got {a.clusters!r}")
     try:
-        arch, params = load_params(a.params)
+        arch, params, pi0 = load_params_npz(a.params, with_pi0=True)  # pi0: the one it was trained with
         x, y = data.load_mnist("test", a.data)
-    except (RunError, ValueError, OSError) as e:
+        names = [layer.name for layer in get_arch(arch)]
+        if "gmm.mu" not in params or any(f"{n}.log_sigma2" not in params for n in names):
+            p.error(f"{a.params} is not a VD+SWS model (it needs log_sigma2 and the mixture gmm.*)")
+        paper = quantize(arch, params, "vdsws", pi0=pi0)  # checks every shape first
+    except (ValueError, OSError) as e:
         p.error(str(e))
-    if "gmm.mu" not in params or prune_masks(arch, params) is None:
-        p.error(f"{a.params} is not a VD+SWS model (it needs log_sigma2 and the mixture gmm.*)")
     x = models.check_input(arch, x)
-    names = [layer.name for layer in get_arch(arch)]
     masks = prune_masks(arch, params)
     masked = {n: np.where(masks[n], params[f"{n}.theta"], 0) for n in names}
 
     print(f"# {a.params} ({arch}), MNIST test set, {len(y)} images")
     print(f"{'masked (alpha >= 19 zeroed, not quantized)':48s} {float_acc(arch, params, masked, x, y):.2%}")
-    paper = quantize(arch, params, "vdsws")
     acc, nz, nbytes, cr = file_row(arch, "vdsws", paper, params, x, y)
     print(f"{'paper collapse (vdsws)':48s} {acc:.2%}  non-zero {nz:.3f}%  {nbytes} B  CR file {cr:.1f}x")
     for n in names:
