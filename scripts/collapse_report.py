@@ -29,7 +29,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from refvbc import data, models  # noqa: E402
 from refvbc.arch import get_arch  # noqa: E402
-from refvbc.compress import evaluate, report  # noqa: E402
+from refvbc.compress import accuracy, report  # noqa: E402
 from refvbc.compress.__main__ import load_params_npz  # noqa: E402
 from refvbc.compress.fileformat import decode, encode  # noqa: E402
 from refvbc.compress.pipeline import layout_model, quantize  # noqa: E402
@@ -42,20 +42,18 @@ def file_row(arch, method, quantized, params, x, y):
     cm = layout_model(arch, method, quantized, biases)
     blob = encode(cm)
     decoded = decode(blob)
-    acc = float(np.mean(np.argmax(evaluate(decoded, x), axis=1) == y))
+    acc = accuracy(decoded, x, y)
     tot = report(decoded)["total"]
     return acc, tot["nonzero_percent"], len(blob), tot["cr_file"]
 
 
-def float_acc(arch, params, weights, x, y):
-    """Test accuracy of `params` with the given layers' weights replaced, every layer deterministic
-    (log_sigma2 dropped: the weights are used as they are)."""
+def float_acc(arch, params, masks, weights, x, y):
+    """Test accuracy (the deterministic evaluation pass, weight means times the pruning masks, as
+    results.json's masked accuracy) with the given layers' weights replaced."""
     q = dict(params)
     for name, w in weights.items():
         q[f"{name}.theta"] = np.asarray(w, params[f"{name}.theta"].dtype)
-    for layer in get_arch(arch):
-        q.pop(f"{layer.name}.log_sigma2", None)
-    return models.accuracy(arch, q, x, y)
+    return models.accuracy(arch, q, x, y, masks)
 
 
 def main(argv=None):
@@ -81,20 +79,17 @@ def main(argv=None):
         p.error(str(e))
     x = models.check_input(arch, x)
     masks = prune_masks(arch, params)
-    masked = {n: np.where(masks[n], params[f"{n}.theta"], 0) for n in names}
 
     print(f"# {a.params} ({arch}), MNIST test set, {len(y)} images")
-    print(f"{'masked (alpha >= 19 zeroed, not quantized)':48s} {float_acc(arch, params, masked, x, y):.2%}")
+    print(f"{'masked (alpha >= 19 zeroed, not quantized)':48s} {float_acc(arch, params, masks, {}, x, y):.2%}")
     acc, nz, nbytes, cr = file_row(arch, "vdsws", paper, params, x, y)
     print(f"{'paper collapse (vdsws)':48s} {acc:.2%}  non-zero {nz:.3f}%  {nbytes} B  CR file {cr:.1f}x")
     for n in names:
-        one = dict(masked)
-        one[n] = paper[n]
         zeroed = int(masks[n].sum() - np.count_nonzero(paper[n]))
-        print(f"{'  collapse of ' + n + ' only':48s} {float_acc(arch, params, one, x, y):.2%}  "
+        print(f"{'  collapse of ' + n + ' only':48s} {float_acc(arch, params, masks, {n: paper[n]}, x, y):.2%}  "
               f"({int(masks[n].sum())} survivors, {zeroed} of them zeroed by the argmax)")
     kept = {n: np.where((paper[n] == 0) & masks[n], params[f"{n}.theta"], paper[n]) for n in names}
-    print(f"{'paper collapse, argmax-zero survivors keep theta':48s} {float_acc(arch, params, kept, x, y):.2%}")
+    print(f"{'paper collapse, argmax-zero survivors keep theta':48s} {float_acc(arch, params, masks, kept, x, y):.2%}")
     for k in ks:
         for per_layer in (True, False):
             q = quantize(arch, params, "vd", vd_components=k, vd_per_layer=per_layer)
