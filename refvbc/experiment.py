@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 
-from . import report, sweep
+from . import provenance, report, sweep
 from .arch import ARCHS
 from .data import DataError, load_mnist
 from .compress.pipeline import add_clustering_arguments
@@ -42,6 +42,9 @@ def build_parser():
     p.add_argument("--lr-l2", type=float, default=d.lr_l2, help="Adam rate of the L2 pretraining")
     for g, v in d.lrs.items():
         p.add_argument(f"--lr-{g.replace('_', '-')}", type=float, default=v, help=f"Table 3 rate of {g}")
+    p.add_argument("--lr-l2-decay-from", type=float, default=d.lr_l2_decay_from, metavar="FRAC",
+                   help="L2 pretraining: its Adam rate decays linearly to 0 from this fraction of the "
+                        "phase on (default %(default)s: constant)")
     p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="L2 phase coefficient")
     p.add_argument("--tau2", type=float, default=d.tau2, help="mixture coefficient of sws/vdsws")
     g = p.add_argument_group("interpretation choices the paper leaves open (docs/objective.md, docs/ablations.md)")
@@ -88,7 +91,7 @@ def build_parser():
 
 def config_from_args(a):
     cfg = Config(arch=a.arch, method=a.method, seed=a.seed, batch_size=a.batch_size, lr_l2=a.lr_l2,
-                 weight_decay=a.weight_decay, tau2=a.tau2, gamma_alpha=a.gamma_alpha,
+                 lr_l2_decay_from=a.lr_l2_decay_from, weight_decay=a.weight_decay, tau2=a.tau2, gamma_alpha=a.gamma_alpha,
                  gamma_beta=a.gamma_beta, gamma_param=a.gamma_param, pi0=a.pi0, lr_decay_from=a.lr_decay_from,
                  tau2_final=a.tau2_final, tau2_ramp_from=a.tau2_ramp_from, mask_pruned=a.mask_pruned,
                  delta_mu_over=a.delta_mu_over, init_from=a.init_from)
@@ -120,7 +123,7 @@ def validate(p, a):
         v = getattr(a, name)
         if not (v >= 0 and np.isfinite(v)):
             p.error(f"--{name.replace('_', '-')} must be a finite non-negative number, got {v}")
-    for name in ("lr_decay_from", "tau2_ramp_from"):
+    for name in ("lr_decay_from", "tau2_ramp_from", "lr_l2_decay_from"):
         v = getattr(a, name)
         if v is not None and not (0.0 <= v < 1.0):
             p.error(f"--{name.replace('_', '-')} must lie in [0, 1), got {v}")
@@ -261,7 +264,8 @@ def main(argv=None):
                                                                  out, copts, finetune=ft)
         report.write_results(out, a.arch, results, extra={"train_seconds_this_invocation": train_s,
                                                           "config": vars(cfg), "compress": copts,
-                                                          "finetune": a.finetune})
+                                                          "finetune": a.finetune,
+                                                          **provenance.record(argv)})
         log(report.table2(a.arch, results))
         if not a.no_figures:
             for f in report.figures(out, a.arch, finals, pi0=cfg.pi0, delta_mu_over=cfg.delta_mu_over):

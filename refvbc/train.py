@@ -50,6 +50,7 @@ class Config:
     lrs: dict = field(default_factory=lambda: dict(TABLE3_LR))
     lr_l2: float = 1e-3
     weight_decay: float = 5e-4
+    lr_l2_decay_from: object = None  # l2 phase: its Adam rate decays linearly to 0 from this fraction on
     tau1: float = 1.0
     tau2: float = 0.02
     log_sigma2_init: float = -10.0
@@ -76,7 +77,8 @@ class Config:
 LEGACY_DEFAULTS = {"delta_mu_over": "all"}
 # settings that only some phases read: a difference in one of them matters only to a run that trains one
 # of those phases (--resume, sweep points). Δμ's reading: from the deterministic l2 model (SWS) both are one
-PHASE_SETTINGS = {"delta_mu_over": ("vdsws",)}
+PHASE_SETTINGS = {"delta_mu_over": ("vdsws",), "lr_l2": ("l2",), "weight_decay": ("l2",),
+                  "lr_l2_decay_from": ("l2",)}
 
 
 def setting_matters(key, phases):
@@ -231,10 +233,14 @@ def init_weights(cfg, params):
 
 def epoch_schedule(cfg, phase, epoch, lrs, coefs):
     """Learning rates and coefficients of one epoch: the phase's, with the optional learning-rate
-    decay and tau2 ramp of the mixture phases applied (refvbc/phases.py)."""
+    decay of the L2 phase, and the learning-rate decay and tau2 ramp of the mixture phases, applied
+    (refvbc/phases.py)."""
+    n = cfg.epochs[phase]
+    if PHASES[phase].weight_decay:
+        f = lr_factor(epoch, n, cfg.lr_l2_decay_from)
+        return {g: v * f for g, v in lrs.items()}, coefs
     if not PHASES[phase].mixture:
         return lrs, coefs
-    n = cfg.epochs[phase]
     f = lr_factor(epoch, n, cfg.lr_decay_from)
     coefs = dict(coefs, tau2=tau2_at(epoch, n, cfg.tau2, cfg.tau2_final, cfg.tau2_ramp_from))
     return {g: v * f for g, v in lrs.items()}, coefs

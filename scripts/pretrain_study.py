@@ -1,0 +1,153 @@
+#!/usr/bin/env python
+"""The pre-training study of docs/ablations.md: which L2 phase every other LeNet-300-100 row starts from.
+
+    python scripts/pretrain_study.py l2    --out runs/pretrain --jobs 2
+    python scripts/pretrain_study.py chain --out runs/pretrain --jobs 2 --candidates default,b --seeds 0,1
+    python scripts/pretrain_study.py table --out runs/pretrain [--json docs/results/pretrain_study.json]
+
+`l2` trains the L2 phase alone (seed 0) once per grid point; `chain` runs the whole Table 2 schedule
+(`run_experiments.py --arch lenet300 --seed S` with the candidate's L2 flags: L2, then SWS, VD and
+VD+SWS) per candidate and seed; both run single-threaded processes, --jobs at once (refvbc/jobs.py),
+and resume what a stopped study left. `table` reads every finished run's results.json (decoded-file
+accuracies) and prints the grid and the chains, with the seed mean +- std of each row per candidate.
+"""
+
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from refvbc.fileio import atomic_write_bytes  # noqa: E402
+from refvbc.jobs import python_argv, run_jobs  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RUN_PY = os.path.join(ROOT, "run_experiments.py")
+ARCH = "lenet300"
+# name: (epochs, Adam rate, decay-from fraction or None, weight decay)
+GRID = {
+    "default": (30, 1e-3, None, 5e-4),
+    "a": (60, 1e-3, 0.0, 5e-4),
+    "b": (100, 1e-3, 0.5, 5e-4),
+    "c": (60, 3e-4, None, 5e-4),
+    "d": (100, 3e-4, 0.5, 5e-4),
+    "e": (100, 1e-3, 0.5, 1e-4),
+    "f": (60, 1e-3, 0.0, 1e-4),
+    "g": (100, 3e-4, 0.5, 1e-4),
+    "h": (100, 1e-3, 0.5, 0.0),
+}
+ROWS = ("l2", "sws", "vd", "vdsws")
+
+
+def l2_flags(name):
+    """run_experiments.py flags of grid point `name`."""
+    epochs, lr, decay, wd = GRID[name]
+    flags = ["--epochs-l2", epochs, "--lr-l2", lr, "--weight-decay", wd]
+    return flags + (["--lr-l2-decay-from", decay] if decay is not None else [])
+
+
+def finished(out):
+    return os.path.exists(os.path.join(out, "results.json"))
+
+
+def job(name, out, flags):
+    """A jobs.run_jobs entry: resume the run in `out` (a fresh start when it has no checkpoint)."""
+    argv = python_argv(RUN_PY, "--arch", ARCH, *flags, "--out", out, "--no-figures", "--resume")
+    return (name, argv, os.path.join(out + ".out"), None)
+
+
+def run_l2(out, jobs):
+    todo = [job(f"l2-{n}", os.path.join(out, "l2", n), ["--method", "l2", *l2_flags(n)])
+            for n in GRID if not finished(os.path.join(out, "l2", n))]
+    return run_jobs(todo, jobs)
+
+
+def run_chain(out, jobs, candidates, seeds):
+    todo = []
+    for n in candidates:
+        for s in seeds:
+            d = os.path.join(out, "chain", f"{n}-seed{s}")
+            if not finished(d):
+                todo.append(job(f"chain-{n}-seed{s}", d, [*l2_flags(n), "--seed", s]))
+    return run_jobs(todo, jobs)
+
+
+def decoded(out):
+    """{method: (decoded accuracy %, file CR)} of a finished run's results.json."""
+    with open(os.path.join(out, "results.json")) as f:
+        methods = json.load(f)["methods"]
+    return {m: (100 * r["test_acc_compressed"], r["ratio_file"]) for m, r in methods.items()}
+
+
+def collect(out):
+    """{"l2": {name: acc}, "chain": {name: {seed: {method: [acc, cr]}}}} of every finished run."""
+    doc = {"grid": {n: dict(zip(("epochs", "lr", "decay_from", "weight_decay"), v)) for n, v in GRID.items()},
+           "l2": {}, "chain": {}}
+    for n in GRID:
+        d = os.path.join(out, "l2", n)
+        if finished(d):
+            doc["l2"][n] = decoded(d)["l2"][0]
+        for s in range(10):
+            d = os.path.join(out, "chain", f"{n}-seed{s}")
+            if finished(d):
+                doc["chain"].setdefault(n, {})[str(s)] = {m: list(v) for m, v in decoded(d).items()}
+    return doc
+
+
+def table(doc):
+    lines = ["L2 phase alone, seed 0 (decoded file):", "",
+             "| point | epochs | Adam rate | decay from | weight decay | test acc |", "|---|---|---|---|---|---|"]
+    for n, acc in doc["l2"].items():
+        g = doc["grid"][n]
+        lines.append(f"| {n} | {g['epochs']} | {g['lr']:g} | {g['decay_from']} | {g['weight_decay']:g} | "
+                     f"{acc:.2f}% |")
+    lines += ["", "Whole chain per candidate (decoded files; seed mean +- std over the seeds listed):", "",
+              "| candidate | seeds | " + " | ".join(ROWS) + " |", "|---|---|" + "---|" * len(ROWS)]
+    for n, seeds in doc["chain"].items():
+        cells = []
+        for m in ROWS:
+            v = [seeds[s][m] for s in seeds if m in seeds[s]]
+            if not v:
+                cells.append("-")
+                continue
+            acc, cr = np.array([x[0] for x in v]), np.array([x[1] for x in v])
+            cells.append(f"{acc.mean():.2f} ± {acc.std():.2f}% @ {cr.mean():.1f}×" if m != "l2"
+                         else f"{acc.mean():.2f} ± {acc.std():.2f}%")
+        lines.append(f"| {n} | {','.join(seeds)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
+    p.add_argument("what", choices=["l2", "chain", "table"])
+    p.add_argument("--out", default="runs/pretrain")
+    p.add_argument("--jobs", type=int, default=2, help="processes at once (default %(default)s)")
+    p.add_argument("--candidates", default="default", help="grid points for `chain`, comma-separated")
+    p.add_argument("--seeds", default="0,1", help="seeds for `chain`, comma-separated (default %(default)s)")
+    p.add_argument("--json", default=None, help="`table`: also write the measurements to this JSON file")
+    a = p.parse_args(argv)
+    if a.what == "l2":
+        status = run_l2(a.out, a.jobs)
+    elif a.what == "chain":
+        bad = [c for c in a.candidates.split(",") if c not in GRID]
+        if bad:
+            p.error(f"unknown candidate(s) {bad}; the grid has {sorted(GRID)}")
+        try:
+            seeds = [int(s) for s in a.seeds.split(",")]
+        except ValueError:
+            p.error(f"--seeds must be comma-separated integers, got {a.seeds!r}")
+        status = run_chain(a.out, a.jobs, a.candidates.split(","), seeds)
+    else:
+        doc = collect(a.out)
+        print(table(doc))
+        if a.json:
+            atomic_write_bytes(a.json, (json.dumps(doc, indent=2) + "\n").encode())
+        return 0
+    return 0 if all(rc == 0 for rc in status.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
