@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from numpy.lib.stride_tricks import sliding_window_view
 
-from gradcheck import rel_err
+from support.gradcheck import rel_err
 from refvbc import priors
 from refvbc.arch import get_arch
 from refvbc.compress import compress_model, decode, encode, evaluate

@@ -1,5 +1,5 @@
 """The two code blocks of docs/crosscheck.md ("Producing the file from your own code") run as they
-stand, with `my_loss` taken from tests/torch_spec.py / tests/jax_spec.py, and the files they write pass
+stand, with `my_loss` taken from tests/support/torch_spec.py / tests/support/jax_spec.py, and the files they write pass
 `verify` at rtol 1e-7.  Each block is skipped when its framework is not installed."""
 
 import os
@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 
-import xcheck_util as XU
+from support import xcheck_util as XU
 from refvbc import crosscheck
 
 DOC = os.path.join(os.path.dirname(__file__), os.pardir, "docs", "crosscheck.md")
@@ -21,7 +21,7 @@ def doc_blocks():
 
 def torch_loss(arrays, arch):
     pytest.importorskip("torch")
-    import torch_spec
+    from support import torch_spec
 
     config = {k: float(arrays[f"config/{k}"]) for k in torch_spec.CONFIG_KEYS}
     return lambda p, x, y, noise: torch_spec.spec_forward(arch, p, x, y, noise, config)[:2]
@@ -29,7 +29,7 @@ def torch_loss(arrays, arch):
 
 def jax_loss(arrays, arch):
     pytest.importorskip("jax")
-    import jax_spec
+    from support import jax_spec
 
     config = {k: float(arrays[f"config/{k}"]) for k in jax_spec.CONFIG}
     return lambda p, x, y, noise: jax_spec.objective(p, arch, x, y, noise, config)

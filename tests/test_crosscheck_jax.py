@@ -1,4 +1,4 @@
-"""Files written by an independent JAX implementation of docs/objective.md (tests/jax_spec.py:
+"""Files written by an independent JAX implementation of docs/objective.md (tests/support/jax_spec.py:
 jax.value_and_grad, Adam written out) through the real `verify` command: both architectures,
 tau2 0 and 0.02, without and with the mask_pruned option, one minibatch and 5 Adam steps, float64 at
 rtol 1e-7; a float32 file at the float32 default.  Skipped when JAX is not installed."""
@@ -8,8 +8,8 @@ import pytest
 
 pytest.importorskip("jax")
 
-import jax_spec  # noqa: E402  (tests/ is on sys.path)
-import xcheck_util as XU  # noqa: E402
+from support import jax_spec  # noqa: E402  (tests/ is on sys.path)
+from support import xcheck_util as XU  # noqa: E402
 from refvbc import crosscheck  # noqa: E402
 
 REL_TOL = 1e-7

@@ -1,5 +1,5 @@
 """Cross-check of the exported .npz (refvbc.crosscheck) against an independent PyTorch float64
-implementation of docs/objective.md (tests/torch_spec.py), plus self-checks of that
+implementation of docs/objective.md (tests/support/torch_spec.py), plus self-checks of that
 implementation (autograd vs central differences, prior formulas vs scipy).
 
 Optional: skipped when torch is not installed.
@@ -15,12 +15,12 @@ import pytest
 torch = pytest.importorskip("torch")
 torch.set_num_threads(1)  # tiny tensors; the test machine's cores are shared
 
-from gradcheck import num_grad, rel_err  # noqa: E402
-import torch_spec  # noqa: E402  (tests/ is on sys.path under pytest's default rootdir import mode)
+from support.gradcheck import num_grad, rel_err  # noqa: E402
+from support import torch_spec  # noqa: E402  (tests/ is on sys.path under pytest's default rootdir import mode)
 from refvbc import arch as A  # noqa: E402
 from refvbc.crosscheck import rel_err  # noqa: E402  (max|a - b| / max|b|, b the reference)
-import xcheck_util as XU  # noqa: E402
-from xcheck_util import ALL_CASES, ALL_IDS, BATCH, MASK_CASES, SEED  # noqa: E402
+from support import xcheck_util as XU  # noqa: E402
+from support.xcheck_util import ALL_CASES, ALL_IDS, BATCH, MASK_CASES, SEED  # noqa: E402
 
 REL_TOL = 1e-7
 # entries of the fixed mixture component (spec "Terms"): their gradient must be exactly zero

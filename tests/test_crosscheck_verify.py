@@ -10,7 +10,7 @@ import pytest
 
 from refvbc import crosscheck
 from refvbc.crosscheck import verify as V
-from xcheck_util import BATCH, CASE_IDS, CASES, SEED, STEPS, perturb_largest, run_verify, \
+from support.xcheck_util import BATCH, CASE_IDS, CASES, SEED, STEPS, perturb_largest, run_verify, \
     run_verify_path, tensor_errors
 
 _CACHE = {}

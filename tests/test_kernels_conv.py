@@ -4,7 +4,7 @@ and the numba-backed conv layers against the independent einsum references."""
 import numpy as np
 import pytest
 
-from gradcheck import rel_err
+from support.gradcheck import rel_err
 from refvbc import layers as L
 from refvbc.kernels import conv as K
 
@@ -254,7 +254,7 @@ def _float32_kernel_cases():
 def test_float32_kernels_run_in_float32(name):
     """The training-step kernels compute float32 arrays in float32: no float64 arithmetic in their LLVM IR
     (numba types the literal 2 in `2 * std` as int64 and int64 * float32 as float64)."""
-    from numba_ir import float64_arithmetic
+    from support.numba_ir import float64_arithmetic
     kernel, args = _float32_kernel_cases()[name]
     lines = float64_arithmetic(kernel, *args)
     assert not lines, f"{name}: expected no float64 arithmetic, found {len(lines)} instructions, e.g. {lines[:3]}"

@@ -6,7 +6,7 @@ remainder), several channels, and LeNet-5's conv1."""
 import numpy as np
 import pytest
 
-from gradcheck import rel_err
+from support.gradcheck import rel_err
 from refvbc.kernels import conv_direct as D
 
 DTYPES = [np.float32, np.float64]
@@ -123,8 +123,8 @@ def test_backward_is_deterministic_wherever_the_arrays_lie(dtype):
 
 
 def test_float32_kernels_run_in_float32():
-    """No float64 arithmetic in the float32 kernels (see tests/numba_ir.py)."""
-    from numba_ir import float64_arithmetic
+    """No float64 arithmetic in the float32 kernels (see tests/support/numba_ir.py)."""
+    from support.numba_ir import float64_arithmetic
     f = np.float32
     x, w2, es2, b, eps, dy = _inputs(GEOMS[0], f)
     y, std = np.empty_like(eps), np.ones_like(eps)

@@ -4,7 +4,7 @@ numerical stability, shape validation."""
 import numpy as np
 import pytest
 
-from gradcheck import num_grad, rel_err
+from support.gradcheck import num_grad, rel_err
 from refvbc import layers as L
 from refvbc.kernels import conv as K
 

@@ -3,7 +3,7 @@ parameter, for both architectures and every phase; float32 runs through the same
 import numpy as np
 import pytest
 
-from gradcheck import assert_directional
+from support.gradcheck import assert_directional
 from refvbc import models, priors
 from refvbc.arch import INPUT_SHAPES, get_arch
 from refvbc.objective import loss_and_grads

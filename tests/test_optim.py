@@ -141,7 +141,7 @@ def test_subnormal_results_are_flushed_to_zero(dtype, use_numba):
 def test_float32_update_runs_in_float32():
     """No float64 arithmetic in the float32 specialization of the Adam kernel (a Python literal such as
     1.0 - beta1 made numba compute the whole update in float64: 3.4x slower, and not float32 Adam)."""
-    from numba_ir import float64_arithmetic
+    from support.numba_ir import float64_arithmetic
     f = np.float32
     arrays = [np.ones(16, f) for _ in range(4)]
     args = [f(x) for x in (1e-3, 0.9, 0.999, 1e-8, 0.1, 0.001, np.finfo(f).tiny)]

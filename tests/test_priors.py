@@ -4,7 +4,7 @@
 import numpy as np
 import pytest
 
-from gradcheck import num_grad, rel_err
+from support.gradcheck import num_grad, rel_err
 from refvbc import priors
 from refvbc.arch import GAMMA_ALPHA, GAMMA_BETA, N_COMPONENTS, PI0
 from refvbc.kernels.mixture import (
