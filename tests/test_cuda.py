@@ -4,9 +4,12 @@ references (refvbc.layers, refvbc.priors, refvbc.optim, refvbc.train.CpuStepper)
 Where they run
 - NUMBA_ENABLE_CUDASIM=1 in the environment: in this process, under the CUDA simulator.
 - a real GPU present (refvbc.kernels.cuda_available()): in this process, on the GPU.
-- neither (CI, laptops): `test_simulator_subprocess` re-runs this file in a child pytest with
-  NUMBA_ENABLE_CUDASIM=1 (the simulator must be chosen before numba is first imported, and the rest
-  of the suite has imported numba already); the in-process tests are skipped here.
+- neither (CI, laptops): `test_simulator_subprocess` (marked slow: `python -m pytest -q -m slow
+  tests/test_cuda.py`) re-runs this file in a child pytest with NUMBA_ENABLE_CUDASIM=1 (the simulator
+  must be chosen before numba is first imported, and the rest of the suite has imported numba already);
+  the in-process tests are skipped here.
+- everywhere, in the default tier: `test_plan_*` and `test_loss_terms` check refvbc.cuda_train's
+  per-batch plan and loss terms with NumPy arrays standing in for device arrays (no numba.cuda needed).
 """
 
 import os
@@ -21,6 +24,8 @@ from refvbc import layers, models, optim, priors
 from refvbc.arch import Layer
 from refvbc.train import CpuStepper
 
+from conftest import ROOT
+
 SIM = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
 if SIM:
     MODE = "sim"
@@ -31,17 +36,17 @@ else:
 pytestmark = pytest.mark.cuda
 inproc = pytest.mark.skipif(MODE == "delegate", reason="no GPU: run under the CUDA simulator by "
                                                        "test_simulator_subprocess")
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DTYPES = [np.float64, np.float32]
 TOL = {np.float64: dict(rtol=1e-10, atol=1e-12), np.float32: dict(rtol=2e-4, atol=2e-5)}
 
 
+@pytest.mark.slow
 def test_simulator_subprocess():
     if MODE != "delegate":
         pytest.skip(f"CUDA tests run in this process ({MODE})")
     env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
     r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                        os.path.abspath(__file__)], cwd=REPO, env=env, capture_output=True, text=True,
+                        os.path.abspath(__file__)], cwd=ROOT, env=env, capture_output=True, text=True,
                        timeout=900)
     assert r.returncode == 0, ("simulator run failed:\n" + r.stdout[-6000:] + "\n" + r.stderr[-3000:])
     assert " passed" in r.stdout, r.stdout[-2000:]
@@ -346,3 +351,77 @@ def test_stepper_matches_cpu(monkeypatch, arch, phase, dtype):
         close(f"param {k}", params[k], cpu_p[k], dtype)
         close(f"adam m {k}", gpu_opt.m[k], cpu_opt.m[k], dtype)
         close(f"adam v {k}", gpu_opt.v[k], cpu_opt.v[k], dtype)
+
+
+# ------------------------------------------------------------------------------------------------
+# the step's per-batch plan and loss terms (refvbc.cuda_train), without numba.cuda: default tier
+
+
+class HostArrays:
+    """Stands in for numba.cuda in cuda_train.plan_batch: NumPy arrays instead of device arrays."""
+
+    @staticmethod
+    def device_array(n, dtype):
+        return np.empty(n, dtype)
+
+    pinned_array = device_array
+
+
+@pytest.mark.parametrize("variational", [False, True])
+def test_plan_wiring(monkeypatch, variational):
+    """Geometry, buffer sizes, the inputs each layer reads (x_in), where its input gradient goes (dx)
+    and the noise views of the packed staging buffer, on the tiny LeNet-5 (conv, conv, dense, dense)."""
+    from refvbc.cuda_train import plan_batch
+    net, in_shape = TINY["lenet5"]
+    monkeypatch.setitem(arch_mod.ARCHS, "lenet5", net)
+    monkeypatch.setitem(arch_mod.INPUT_SHAPES, "lenet5", in_shape)
+    B = 3
+    plan = plan_batch(HostArrays, True, "lenet5", B, np.dtype(np.float64), variational)
+    c1, c2, f1, f2 = plan.layers
+    assert (c1.dims, c1.pool_dims, c1.P, c1.n_bias, c1.n_out) == ((B, 1, 10, 10, 2, 3, 3), (B * 2, 8, 8), 64, 2,
+                                                                   B * 2 * 64)
+    assert (c2.dims, c2.pool_dims, c2.P, c2.n_out) == ((B, 2, 4, 4, 3, 3, 3), (B * 3, 2, 2), 4, B * 3 * 4)
+    assert (f1.dims, f1.pool_dims, f1.P, f1.n_bias) == ((B, 3, 5), None, 1, 5)
+    assert f2.last and f2.act is None and f2.dact is None and f2.dims == (B, 5, 10)
+    assert [L.x_in for L in plan.layers[1:]] == [c1.pool, c2.pool, f1.act]
+    assert plan.x is c1.x_in and plan.n_x == B * 100 and np.shares_memory(plan.x, plan.stage)
+    assert c1.dx is None and c2.dx is c1.dpool and f1.dx is c2.dpool and f2.dx is f1.dact
+    for L in (c1, c2):
+        assert L.pool.shape == L.dpool.shape == L.arg.shape == (L.n_out // 4,) and L.arg.dtype == np.int32
+    assert plan.y.dtype == np.int64 and plan.logits_host.shape == (B * 10,)
+    n_noise = sum(L.n_out for L in plan.layers) if variational else 0
+    assert plan.stage.shape == plan.stage_host.shape == (plan.n_x + n_noise,)
+    off = plan.n_x
+    for L in plan.layers:
+        assert L.pre.shape == L.dpre.shape == (L.n_out,)
+        if variational:
+            assert L.eps.shape == L.std.shape == L.dv.shape == (L.n_out,) and L.noise_off == off - plan.n_x
+            assert np.shares_memory(L.eps, plan.stage[off:off + L.n_out])
+            off += L.n_out
+        else:
+            assert L.eps is None and L.std is None and L.dv is None
+
+
+def test_plan_errors(monkeypatch):
+    from refvbc.cuda_train import plan_batch
+    odd = (Layer("conv1", "conv", (2, 1, 3, 3), (2, 7, 7)), Layer("fc1", "dense", (10, 18), (10,)))
+    monkeypatch.setitem(arch_mod.ARCHS, "lenet5", odd)
+    monkeypatch.setitem(arch_mod.INPUT_SHAPES, "lenet5", (1, 9, 9))
+    with pytest.raises(ValueError, match="max-pool needs even H, W"):
+        plan_batch(HostArrays, True, "lenet5", 2, np.dtype(np.float32), False)
+    chain = (Layer("fc1", "dense", (8, 11), (8,)), Layer("fc2", "dense", (10, 8), (10,)))
+    monkeypatch.setitem(arch_mod.ARCHS, "lenet300", chain)
+    monkeypatch.setitem(arch_mod.INPUT_SHAPES, "lenet300", (12,))
+    with pytest.raises(ValueError, match="expects 11 inputs"):
+        plan_batch(HostArrays, True, "lenet300", 2, np.dtype(np.float32), False)
+
+
+def test_loss_terms():
+    from refvbc.cuda_train import loss_terms
+    t = loss_terms({"tau1": 1.0, "tau2": 0.02}, True, False)
+    assert (t.tau1, t.tau2, t.weight_decay, t.kl, t.mixture) == (1.0, 0.02, 0.0, True, False)
+    t = loss_terms({"tau1": 1.0, "tau2": 0.02}, False, True)
+    assert (t.kl, t.mixture) == (False, True)
+    assert loss_terms({}, True, True) == loss_terms({"tau1": 0.0, "tau2": 0.0, "weight_decay": 0.0}, True, True)
+    with pytest.raises(ValueError, match="unknown loss coefficients"):
+        loss_terms({"tau3": 1.0}, True, True)
