@@ -22,51 +22,14 @@ def assert_close(name, got, ref, dtype):
     assert e <= TOL[dtype], f"{name}: relative error {e:.3e} > {TOL[dtype]:.0e}"
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("xs,k", GEOMS)
-def test_im2col_pair_exact(dtype, xs, k):
-    x = np.random.default_rng(0).standard_normal(xs).astype(dtype)
-    cols, cols_sq = K.im2col_pair_numba(x, k[0], k[1], True)
-    ref = K.im2col_numpy(x, *k)
-    np.testing.assert_array_equal(cols, ref, err_msg="im2col_pair_numba cols vs im2col_numpy")
-    np.testing.assert_array_equal(cols_sq, ref * ref, err_msg="im2col_pair_numba cols_sq vs im2col_numpy**2")
-    assert cols.dtype == dtype and cols_sq.dtype == dtype
-    np.testing.assert_array_equal(K.im2col_numba(x, *k), ref)
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("xs,k", GEOMS)
-def test_col2im(dtype, xs, k):
-    rng = np.random.default_rng(1)
-    x = rng.standard_normal(xs).astype(dtype)
-    P = (xs[2] - k[0] + 1) * (xs[3] - k[1] + 1)
-    dcols = rng.standard_normal((xs[0] * P, xs[1] * k[0] * k[1])).astype(dtype)
-    dcols_sq = rng.standard_normal(dcols.shape).astype(dtype)
-    assert_close("col2im_numba", K.col2im_numba(dcols, xs, *k), K.col2im_numpy(dcols, xs, *k), dtype)
-    assert_close("col2im_pair_numba", K.col2im_pair_numba(dcols, dcols_sq, x, k[0], k[1], True),
-                 K.col2im_pair_numpy(dcols, dcols_sq, x, *k), dtype)
-
-
-@pytest.mark.parametrize("xs,k", GEOMS)
-def test_col2im_is_adjoint_of_im2col(xs, k):
+def test_col2im_t_is_adjoint_of_im2col_t(xs, k):
     rng = np.random.default_rng(2)
     x = rng.standard_normal(xs)
-    cols = K.im2col_numba(x, *k)
-    c = rng.standard_normal(cols.shape)
-    lhs, rhs = np.sum(cols * c), np.sum(x * K.col2im_numba(c, xs, *k))
-    assert abs(lhs - rhs) <= 1e-12 * max(1.0, abs(lhs)), f"<im2col x, c> = {lhs}, <x, col2im c> = {rhs}"
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("B,F,OH,OW", [(3, 4, 5, 2), (1, 50, 8, 8)])
-def test_layout_kernels(dtype, B, F, OH, OW):
-    rng = np.random.default_rng(3)
-    rows = rng.standard_normal((B * OH * OW, F)).astype(dtype)
-    b = rng.standard_normal(F).astype(dtype)
-    d = rng.standard_normal((B, F, OH, OW)).astype(dtype)
-    np.testing.assert_array_equal(K.rows_to_nchw_bias_numba(rows, b, B, OH, OW),
-                                  K.rows_to_nchw_bias_numpy(rows, b, B, OH, OW))
-    np.testing.assert_array_equal(K.nchw_to_rows_numba(d), K.nchw_to_rows_numpy(d))
+    colsT = K.im2col_t_pair_numba(x, k[0], k[1], False)[0]
+    c = rng.standard_normal(colsT.shape)
+    lhs, rhs = np.sum(colsT * c), np.sum(x * K.col2im_t_pair_numba(c, c, x, k[0], k[1], False))
+    assert abs(lhs - rhs) <= 1e-12 * max(1.0, abs(lhs)), f"<im2col_t x, c> = {lhs}, <x, col2im_t c> = {rhs}"
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

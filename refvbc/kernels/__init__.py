@@ -15,9 +15,3 @@ def cuda_available():
     except Exception as e:
         return False, f"CUDA unavailable: {e}"
     return True, ""
-
-
-def cuda_simulator():
-    """True when numba runs CUDA kernels on its Python simulator (NUMBA_ENABLE_CUDASIM=1)."""
-    from numba import config
-    return bool(config.ENABLE_CUDASIM)

@@ -15,13 +15,13 @@ Shape legend
 
 Division of labour (see refvbc/layers.py): the GEMMs go to BLAS via np.dot on contiguous arrays; the data
 movement (im2col, col2im, layout changes fused with the elementwise work) is done here. The layers use the
-serial "columns" kernels (`*_into`, one call per batch part and thread); the rows-layout kernels
-(`im2col_pair_numba`, `col2im_pair_numba`, `rows_to_nchw_bias_numba`, `nchw_to_rows_numba`) are no longer
-on the layers' path and stay as tested alternatives.
+serial "columns" kernels (`*_into`, one call per batch part and thread).
 Every kernel is a plain-Python function compiled with numba.njit(cache=True), no fastmath; parallel loops
 (prange) only write disjoint slices, so there are no races. Every kernel has a NumPy reference
-(`*_numpy`) that tests/test_kernels_conv.py compares against; `conv2d_forward_numpy` and
-`conv2d_backward_numpy` are independent references (einsum over sliding windows, no im2col).
+(`*_numpy`) beside it that tests/test_kernels_conv.py compares against; the references of the columns
+kernels are built from the rows-layout NumPy functions of the first section (im2col / col2im and the
+rows <-> nchw layout changes); `conv2d_forward_numpy` and `conv2d_backward_numpy` are independent
+references (einsum over sliding windows, no im2col).
 """
 
 import numba
@@ -37,7 +37,7 @@ _NJIT_PAR = dict(cache=True, nogil=True, parallel=True, error_model="numpy")
 
 
 # ----------------------------------------------------------------------------------------------------
-# im2col / col2im
+# NumPy building blocks of the references, rows layout: im2col / col2im, rows (B*P, F) <-> nchw (B, F, OH, OW)
 # ----------------------------------------------------------------------------------------------------
 
 def im2col_numpy(x, kh, kw):
@@ -68,141 +68,27 @@ def col2im_numpy(cols, x_shape, kh, kw):
     return dx
 
 
-@numba.njit(**_NJIT_PAR)
-def im2col_pair_numba(x, kh, kw, want_sq):
-    """im2col of x and, when want_sq, of x*x in the same pass (spec "Variational layer": the variance
-    path convolves x⊙x, and im2col(x⊙x) = im2col(x)⊙im2col(x)).
-
-    Inputs:  x (B, C, H, W) contiguous; kh, kw; want_sq bool.
-    Returns: cols (B*P, K), cols_sq (B*P, K) (shape (0, K) when not want_sq).
-    Parallel over (b, oh): each iteration writes its own OW rows.
-    """
-    B, C, H, W = x.shape
-    OH = H - kh + 1
-    OW = W - kw + 1
-    K = C * kh * kw
-    cols = np.empty((B * OH * OW, K), dtype=x.dtype)
-    nsq = B * OH * OW if want_sq else 0
-    cols_sq = np.empty((nsq, K), dtype=x.dtype)
-    for t in prange(B * OH):
-        b = t // OH
-        oh = t - b * OH
-        for ow in range(OW):
-            r = (b * OH + oh) * OW + ow
-            k = 0
-            for c in range(C):
-                for i in range(kh):
-                    for j in range(kw):
-                        val = x[b, c, oh + i, ow + j]
-                        cols[r, k] = val
-                        if want_sq:
-                            cols_sq[r, k] = val * val
-                        k += 1
-    return cols, cols_sq
-
-
-def im2col_numba(x, kh, kw):
-    """im2col via the numba kernel. Inputs/Returns as im2col_numpy."""
-    return im2col_pair_numba(np.ascontiguousarray(x), kh, kw, False)[0]
-
-
-@numba.njit(**_NJIT_PAR)
-def col2im_pair_numba(dcols, dcols_sq, x, kh, kw, with_sq):
-    """col2im of dcols, plus (when with_sq) the chain rule through x -> x⊙x of dcols_sq:
-    dx = col2im(dcols) + 2 x ⊙ col2im(dcols_sq).
-
-    Inputs:  dcols (B*P, K); dcols_sq (B*P, K) or unused; x (B, C, H, W) (only its shape is used
-             when not with_sq); kh, kw; with_sq bool.
-    Returns: dx (B, C, H, W), dcols' dtype.
-    Parallel over b: each iteration accumulates into its own dx[b] (no races).
-    """
-    B, C, H, W = x.shape
-    OH = H - kh + 1
-    OW = W - kw + 1
-    dx = np.zeros((B, C, H, W), dtype=dcols.dtype)
-    for b in prange(B):
-        if with_sq:
-            acc_sq = np.zeros((C, H, W), dtype=dcols.dtype)
-        else:
-            acc_sq = np.zeros((1, 1, 1), dtype=dcols.dtype)
-        for oh in range(OH):
-            for ow in range(OW):
-                r = (b * OH + oh) * OW + ow
-                k = 0
-                for c in range(C):
-                    for i in range(kh):
-                        for j in range(kw):
-                            dx[b, c, oh + i, ow + j] += dcols[r, k]
-                            if with_sq:
-                                acc_sq[c, oh + i, ow + j] += dcols_sq[r, k]
-                            k += 1
-        if with_sq:
-            for c in range(C):
-                for h in range(H):
-                    for w_ in range(W):
-                        dx[b, c, h, w_] += (x[b, c, h, w_] + x[b, c, h, w_]) * acc_sq[c, h, w_]
-    return dx
-
-
-def col2im_numba(dcols, x_shape, kh, kw):
-    """col2im via the numba kernel. Inputs/Returns as col2im_numpy."""
-    dcols = np.ascontiguousarray(dcols)
-    dummy = np.empty(x_shape, dtype=dcols.dtype)
-    return col2im_pair_numba(dcols, np.empty((0, dcols.shape[1]), dcols.dtype), dummy, kh, kw, False)
-
-
 def col2im_pair_numpy(dcols, dcols_sq, x, kh, kw):
-    """Reference for col2im_pair_numba with with_sq=True."""
+    """col2im of dcols plus the chain rule through x -> x⊙x of dcols_sq (spec "Variational layer": the
+    variance path convolves x⊙x): dx = col2im(dcols) + 2 x ⊙ col2im(dcols_sq).
+
+    Inputs:  dcols, dcols_sq (B*OH*OW, C*kh*kw); x (B, C, H, W); kh, kw.
+    Returns: dx (B, C, H, W).
+    """
     return col2im_numpy(dcols, x.shape, kh, kw) + 2 * x * col2im_numpy(dcols_sq, x.shape, kh, kw)
 
 
-# ----------------------------------------------------------------------------------------------------
-# rows (B*P, F) <-> nchw (B, F, OH, OW), fused with the elementwise work of the layers
-# ----------------------------------------------------------------------------------------------------
-
-@numba.njit(**_NJIT_PAR)
-def rows_to_nchw_bias_numba(m_rows, b, B, OH, OW):
+def rows_to_nchw_bias_numpy(m_rows, b, B, OH, OW):
     """out[b, f, oh, ow] = m_rows[b*P + oh*OW + ow, f] + bias[f].
 
     Inputs:  m_rows (B*P, F); b (F,); B, OH, OW ints.  Returns: out (B, F, OH, OW).
     """
     F = m_rows.shape[1]
-    P = OH * OW
-    out = np.empty((B, F, OH, OW), dtype=m_rows.dtype)
-    for n in prange(B):
-        for p in range(P):
-            oh = p // OW
-            ow = p - oh * OW
-            r = n * P + p
-            for f in range(F):
-                out[n, f, oh, ow] = m_rows[r, f] + b[f]
-    return out
-
-
-def rows_to_nchw_bias_numpy(m_rows, b, B, OH, OW):
-    """Reference for rows_to_nchw_bias_numba."""
-    F = m_rows.shape[1]
     return np.ascontiguousarray(m_rows.reshape(B, OH, OW, F).transpose(0, 3, 1, 2)) + b[None, :, None, None]
 
 
-@numba.njit(**_NJIT_PAR)
-def nchw_to_rows_numba(d):
-    """d_rows[b*P + oh*OW + ow, f] = d[b, f, oh, ow].  Inputs: d (B, F, OH, OW).  Returns (B*P, F)."""
-    B, F, OH, OW = d.shape
-    P = OH * OW
-    out = np.empty((B * P, F), dtype=d.dtype)
-    for n in prange(B):
-        for p in range(P):
-            oh = p // OW
-            ow = p - oh * OW
-            r = n * P + p
-            for f in range(F):
-                out[r, f] = d[n, f, oh, ow]
-    return out
-
-
 def nchw_to_rows_numpy(d):
-    """Reference for nchw_to_rows_numba."""
+    """d_rows[b*P + oh*OW + ow, f] = d[b, f, oh, ow].  Inputs: d (B, F, OH, OW).  Returns (B*P, F)."""
     B, F, OH, OW = d.shape
     return np.ascontiguousarray(d.transpose(0, 2, 3, 1)).reshape(B * OH * OW, F)
 
