@@ -4,7 +4,8 @@ GPU through numba.cuda, with the interface of refvbc.train.CpuStepper.
 Shape legend
     B                    batch size (a BatchPlan is built per batch size and reused)
     p / g / m / v        flat device arrays, one per parameter name (host shapes kept in DeviceState.shapes)
-    work                 float64 device workspace: scalars (8,) | KL, L2 partials (G,) | mixture (G, 1+3K) | consts (4K,)
+    work                 float64 device workspace: scalars (8,) | KL, L2 partials (G,) | mixture (G, 1+3K) |
+                         consts (4K,)
     scalars              [0] Σ_b CE_b, [1] KL_VD, [2] Σ log GM + Σ log Γ, [3] ½ Σ θ² (all float64)
     n_out                B * (outputs of one example) of a layer: the length of its flat buffers
 
@@ -41,7 +42,6 @@ from .arch import GAMMA_ALPHA, GAMMA_BETA, INPUT_SHAPES, N_CLASSES, PI0, get_arc
 from .kernels import cuda_available
 
 N_SCALARS = 8
-GMM_KEYS = ("gmm.mu", "gmm.log_lambda", "gmm.log_pi")
 COEF_NAMES = ("tau1", "tau2", "weight_decay")
 
 
