@@ -59,9 +59,9 @@ def job(name, out, flags):
     return (name, argv, os.path.join(out + ".out"), None)
 
 
-def run_l2(out, jobs):
+def run_l2(out, jobs, points):
     todo = [job(f"l2-{n}", os.path.join(out, "l2", n), ["--method", "l2", *l2_flags(n)])
-            for n in GRID if not finished(os.path.join(out, "l2", n))]
+            for n in points if not finished(os.path.join(out, "l2", n))]
     return run_jobs(todo, jobs)
 
 
@@ -125,16 +125,18 @@ def main(argv=None):
     p.add_argument("what", choices=["l2", "chain", "table"])
     p.add_argument("--out", default="runs/pretrain")
     p.add_argument("--jobs", type=int, default=2, help="processes at once (default %(default)s)")
+    p.add_argument("--points", default=",".join(GRID), help="grid points for `l2`, comma-separated (default all)")
     p.add_argument("--candidates", default="default", help="grid points for `chain`, comma-separated")
     p.add_argument("--seeds", default="0,1", help="seeds for `chain`, comma-separated (default %(default)s)")
     p.add_argument("--json", default=None, help="`table`: also write the measurements to this JSON file")
     a = p.parse_args(argv)
+    names = a.points if a.what == "l2" else a.candidates
+    bad = [c for c in names.split(",") if c not in GRID]
+    if bad and a.what != "table":
+        p.error(f"unknown grid point(s) {bad}; the grid has {sorted(GRID)}")
     if a.what == "l2":
-        status = run_l2(a.out, a.jobs)
+        status = run_l2(a.out, a.jobs, a.points.split(","))
     elif a.what == "chain":
-        bad = [c for c in a.candidates.split(",") if c not in GRID]
-        if bad:
-            p.error(f"unknown candidate(s) {bad}; the grid has {sorted(GRID)}")
         try:
             seeds = [int(s) for s in a.seeds.split(",")]
         except ValueError:
