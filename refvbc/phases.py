@@ -11,6 +11,9 @@ the tests) reads `PHASES`; nothing else declares coefficients, groups or start p
     vdsws  3   VD+SWS  vd           yes          yes           yes             no            all six
 
 The id is part of the per-epoch random stream default_rng([seed, id, epoch]); never renumber.
+
+EPOCH_COST holds, per arch, each phase's measured time per epoch; only the ratios between phases are
+used (refvbc/eta.py: the time-remaining estimate of the epoch log lines).
 """
 
 from dataclasses import dataclass
@@ -47,6 +50,26 @@ PHASES = {p.name: p for p in (
     Phase(3, "vdsws", "VD+SWS", "vd", variational=True, mixture=True, weight_decay=False),
 )}
 METHODS = tuple(PHASES)  # the Table 2 rows, in the paper's order of training
+
+# Seconds per epoch of each phase (full MNIST, batch 100, float32), used as relative costs: the ETA
+# expects an epoch of phase p to take cost(p) times the median observed/cost ratio of the epochs seen so
+# far (refvbc/eta.py).
+#   lenet300  one process on 2 idle cores (the schedule's 33 minutes: 30 x 1.6 + 100 x 6.3 + 200 x 2.4
+#             + 100 x 7.7 s). The medians of docs/results/lenet300/train.log (l2 9.2, sws 18.6, vd 10.2,
+#             vdsws 34.85 s) come from separate invocations under different machine loads and give other
+#             ratios (1 : 2.0 : 1.1 : 3.8 instead of 1 : 3.9 : 1.5 : 4.8); replayed through the ETA, that
+#             log is within 25% at every phase change with either table (python -m refvbc.eta).
+#   lenet5    the medians of the "seconds" of docs/results/lenet5/train.log's epoch lines (three branch
+#             processes on 2 cores; vdsws over both of its VD+SWS runs).
+EPOCH_COST = {
+    "lenet300": {"l2": 1.6, "sws": 6.3, "vd": 2.4, "vdsws": 7.7},
+    "lenet5": {"l2": 29.5, "sws": 38.45, "vd": 44.25, "vdsws": 39.5},
+}
+
+
+def epoch_cost(arch, phase):
+    """Relative cost of one epoch of `phase` for `arch` (EPOCH_COST; 1.0 for an arch not measured)."""
+    return EPOCH_COST.get(arch, {}).get(phase, 1.0)
 
 
 def method_phases(method):

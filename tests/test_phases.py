@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from refvbc.phases import METHODS, PHASES, lr_factor, method_phases, ramp_factor, tau2_at
+from refvbc.phases import (EPOCH_COST, METHODS, PHASES, epoch_cost, lr_factor, method_phases, ramp_factor,
+                           tau2_at)
 
 
 def test_table_is_the_papers():
@@ -47,3 +48,12 @@ def test_file_format_codes_cover_the_phases():
     from refvbc.compress.model import METHODS as FILE_CODES
 
     assert set(FILE_CODES) == set(METHODS), (FILE_CODES, METHODS)
+
+
+def test_epoch_costs():
+    """Every measured arch has a relative epoch cost for every phase; an arch not measured costs 1 per
+    epoch in every phase (the ETA then extrapolates the observed epochs evenly)."""
+    for arch, cost in EPOCH_COST.items():
+        assert tuple(cost) == METHODS and all(c > 0 for c in cost.values()), arch
+        assert [epoch_cost(arch, ph) for ph in METHODS] == list(cost.values())
+    assert epoch_cost("lenet1", "vd") == 1.0
