@@ -4,6 +4,9 @@ OPENBLAS_NUM_THREADS=1, NUMBA_NUM_THREADS=1), so N jobs use N cores without two 
 
 A job is (name, argv, log path, depends-on name or None); a job starts when a worker is free and the
 job it depends on has finished with exit status 0. A job whose dependency failed is not started.
+
+A training job of run_experiments.py gets its settings as an invocation file (refvbc/config.py,
+Invocation.write): `child_argv(path)` is `python run_experiments.py --config path`.
 """
 
 import os
@@ -11,6 +14,7 @@ import subprocess
 import sys
 import time
 
+RUN_PY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "run_experiments.py")
 SINGLE_THREAD_ENV = {"REFVBC_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1",
                      "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
@@ -63,3 +67,8 @@ def run_jobs(jobs, n_workers, log=print, poll_s=1.0):
 def python_argv(*args):
     """argv running this Python interpreter."""
     return [sys.executable] + [str(a) for a in args]
+
+
+def child_argv(invocation_path):
+    """argv of a run_experiments.py process that runs the invocation file `invocation_path`."""
+    return python_argv(RUN_PY, "--config", invocation_path)

@@ -15,7 +15,7 @@ fused layer, layers.relu_maxpool2x2_*); the conv->dense boundary flattens in (C,
 
 import numpy as np
 
-from . import layers
+from . import layers, priors
 from .kernels import noise as _noise
 from .arch import INPUT_SHAPES, get_arch
 
@@ -194,3 +194,45 @@ def predict(arch, params, x, masks=None, batch_size=1000):
 def accuracy(arch, params, x, y, masks=None):
     """Fraction of correctly classified examples."""
     return float(np.mean(np.argmax(predict(arch, params, x, masks), axis=1) == y))
+
+
+# ----------------------------------------------------------------------------------------------
+# The one pruning rule (priors.keep_mask) applied to a model: training's logs, the reports, the figures
+# and the mixture's initial spacing read it from here.
+
+
+def prune_masks(arch, params):
+    """Keep-masks {layer: bool array of the weight's shape} of the pruning rule (priors.keep_mask);
+    None for a deterministic model (no log sigma^2: nothing is pruned)."""
+    if not is_variational(params, arch):
+        return None
+    return {layer.name: priors.keep_mask(params[f"{layer.name}.theta"], params[f"{layer.name}.log_sigma2"])
+            for layer in get_arch(arch)}
+
+
+def pruned_fraction(masks):
+    """Fraction of the weights that `prune_masks` prunes (0.0 for a deterministic model, masks None)."""
+    if masks is None:
+        return 0.0
+    kept = sum(int(m.sum()) for m in masks.values())
+    return 1.0 - kept / sum(m.size for m in masks.values())
+
+
+def mixture_init_weights(arch, params, delta_mu_over):
+    """The weights w whose std sets the mixture's spacing (Table 3: delta_mu = 2 std(w) / K), flat:
+    only those that survive the pruning rule when the start model is variational and `delta_mu_over`
+    is "survivors", or every weight of the start model ("all") (docs/objective.md, "Interpretation
+    choices", item 9; a deterministic start model has no pruned weights, so both readings agree there).
+
+    Inputs: arch; params of the start model; delta_mu_over "survivors" or "all".
+    Returns: 1-D array of the weights' dtype."""
+    if delta_mu_over not in ("all", "survivors"):
+        raise ValueError(f"delta_mu_over must be 'all' or 'survivors', got {delta_mu_over!r}")
+    flat = np.concatenate([params[k].ravel() for k in weight_keys(arch)])
+    masks = prune_masks(arch, params) if delta_mu_over == "survivors" else None
+    if masks is None:  # "all", or a deterministic start model
+        return flat
+    keep = np.concatenate([masks[layer.name].ravel() for layer in get_arch(arch)])
+    if not keep.any():
+        raise ValueError("delta_mu_over='survivors': no weight of the start model survives the pruning rule")
+    return flat[keep]

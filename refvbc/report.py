@@ -15,8 +15,8 @@ import numpy as np
 from . import models
 from .arch import PI0, get_arch
 from .fileio import atomic_write_bytes
+from .models import prune_masks
 from .phases import METHODS, PHASES
-from .train import prune_masks
 
 # Table 2 of the paper: (accuracy %, non-zero %, compression ratio).
 PAPER_TABLE2 = {
@@ -110,7 +110,7 @@ def save_figure(fig, path, dpi=90):
 def figures(out_dir, arch, finals, pi0=PI0, delta_mu_over="survivors"):
     """Weight-mean histograms with the learned mixture (before/after SWS; zero component's proportion
     `pi0`; the "before" panel shows the initial mixture as the run built it, delta_mu_over as in
-    train.Config) and per-layer sparsity. Returns the list of PNGs written; [] when matplotlib is not
+    config.Config) and per-layer sparsity. Returns the list of PNGs written; [] when matplotlib is not
     installed."""
     try:
         import matplotlib
@@ -118,41 +118,60 @@ def figures(out_dir, arch, finals, pi0=PI0, delta_mu_over="survivors"):
         import matplotlib.pyplot as plt
     except ImportError:
         return []
-    from .priors import mixture_init
-    from .train import Config, init_weights
-
     written = []
-    net = get_arch(arch)
     for phase in (m for m in METHODS if PHASES[m].mixture):
-        start = PHASES[phase].start
-        if phase not in finals or start not in finals:
-            continue
-        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-        for ax, key, title in ((axes[0], start, "before"), (axes[1], phase, "after")):
-            p = finals[key]
-            w = np.concatenate([p[f"{l.name}.theta"].ravel() for l in net]).astype(np.float64)
-            if "gmm.mu" in p:
-                mu, ll, lp = p["gmm.mu"], p["gmm.log_lambda"], p["gmm.log_pi"]
-            else:
-                w0 = init_weights(Config(arch=arch, delta_mu_over=delta_mu_over), p).astype(np.float64)
-                mu, ll, lp = mixture_init(w0, pi0=pi0, dtype=np.float64)
-            counts = ax.hist(w, bins=200, density=True, color="0.6", log=True)[0]
-            grid = np.linspace(w.min(), w.max(), 1000)
-            pi = np.empty(len(mu))
-            pi[0] = pi0
-            e = np.exp(lp[1:] - lp[1:].max())
-            pi[1:] = (1.0 - pi0) * e / e.sum()
-            lam = np.exp(ll)
-            dens = (pi[:, None] * np.sqrt(lam[:, None] / (2 * np.pi))
-                    * np.exp(-0.5 * lam[:, None] * (grid[None] - mu[:, None]) ** 2)).sum(0)
-            ax.plot(grid, dens, "r-", lw=1)
-            ax.set_title(f"{arch} {PHASES[phase].label}: weight means {title} ({PHASES[key].label})")
-            ax.set_ylim(1e-3, 10 * counts.max())  # the zero component's peak is far higher
-        path = os.path.join(out_dir, f"hist_{phase}.png")
-        fig.tight_layout()
-        save_figure(fig, path)
-        plt.close(fig)
-        written.append(path)
+        if phase in finals and PHASES[phase].start in finals:
+            fig = _mixture_histograms(plt, arch, finals, phase, pi0, delta_mu_over)
+            written.append(_save_and_close(plt, fig, os.path.join(out_dir, f"hist_{phase}.png")))
+    fig = _sparsity_bars(plt, arch, finals)
+    written.append(_save_and_close(plt, fig, os.path.join(out_dir, "sparsity.png")))
+    return written
+
+
+def _save_and_close(plt, fig, path):
+    fig.tight_layout()
+    save_figure(fig, path)
+    plt.close(fig)
+    return path
+
+
+def _mixture_density(grid, mu, log_lambda, log_pi, pi0):
+    """The mixture's density on `grid` (the zero component's proportion pi0, the others softmax(rho))."""
+    pi = np.empty(len(mu))
+    pi[0] = pi0
+    e = np.exp(log_pi[1:] - log_pi[1:].max())
+    pi[1:] = (1.0 - pi0) * e / e.sum()
+    lam = np.exp(log_lambda)
+    return (pi[:, None] * np.sqrt(lam[:, None] / (2 * np.pi))
+            * np.exp(-0.5 * lam[:, None] * (grid[None] - mu[:, None]) ** 2)).sum(0)
+
+
+def _mixture_histograms(plt, arch, finals, phase, pi0, delta_mu_over):
+    """Two panels: the weight means of the model `phase` starts from with the mixture it is given
+    (Table 3's initialisation), and those of `phase` with its learned mixture."""
+    from .priors import mixture_init
+
+    net = get_arch(arch)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, key, title in ((axes[0], PHASES[phase].start, "before"), (axes[1], phase, "after")):
+        p = finals[key]
+        w = np.concatenate([p[f"{l.name}.theta"].ravel() for l in net]).astype(np.float64)
+        if "gmm.mu" in p:
+            mu, ll, lp = p["gmm.mu"], p["gmm.log_lambda"], p["gmm.log_pi"]
+        else:
+            w0 = models.mixture_init_weights(arch, p, delta_mu_over).astype(np.float64)
+            mu, ll, lp = mixture_init(w0, pi0=pi0, dtype=np.float64)
+        counts = ax.hist(w, bins=200, density=True, color="0.6", log=True)[0]
+        grid = np.linspace(w.min(), w.max(), 1000)
+        ax.plot(grid, _mixture_density(grid, mu, ll, lp, pi0), "r-", lw=1)
+        ax.set_title(f"{arch} {PHASES[phase].label}: weight means {title} ({PHASES[key].label})")
+        ax.set_ylim(1e-3, 10 * counts.max())  # the zero component's peak is far higher
+    return fig
+
+
+def _sparsity_bars(plt, arch, finals):
+    """Per layer and model: the non-zero weights that survive the pruning rule, in %."""
+    net = get_arch(arch)
     fig, ax = plt.subplots(figsize=(7, 4))
     names = [l.name for l in net]
     width = 0.8 / max(1, len(finals))
@@ -169,9 +188,4 @@ def figures(out_dir, arch, finals, pi0=PI0, delta_mu_over="survivors"):
     ax.set_ylabel("non-zero weights [%] (before clustering)")
     ax.set_yscale("log")
     ax.legend()
-    path = os.path.join(out_dir, "sparsity.png")
-    fig.tight_layout()
-    save_figure(fig, path)
-    plt.close(fig)
-    written.append(path)
-    return written
+    return fig

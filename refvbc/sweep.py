@@ -9,9 +9,10 @@ From the shared phase models in --init-from (`l2.npz`, `vd.npz`, checked by trai
     SWS     the SWS phase retrained from l2.npz for every (tau2, pi0) of the grid;
     VD+SWS  the VD+SWS phase retrained from vd.npz for every (tau2, pi0) of the grid.
 Every point is compressed to a real `.rvbc` file in OUT/points/<name>/, read back, and evaluated on
-the decoded model (report.summarize). The retrained points are `run_experiments.py --method sws|vdsws`
-processes run side by side (refvbc/jobs.py), each in its own directory with its own log and
-checkpoint: `--resume` continues an interrupted sweep, and a point whose results.json was written with
+the decoded model (report.summarize). The retrained points are run_experiments.py processes run side
+by side (refvbc/jobs.py), each the training invocation of one point (method sws or vdsws, written to
+OUT/points/<name>/invocation.json and run with `run_experiments.py --config FILE`), each in its own
+directory with its own log and checkpoint: `--resume` continues an interrupted sweep, and a point whose results.json was written with
 the settings asked for now is not run again. The VD points are computed in this process first; each
 leaves OUT/points/<name>/point.json, reused by --resume under the same settings.
 
@@ -25,13 +26,20 @@ import os
 import shlex
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from . import report
+from .config import INVOCATION_FILE, LEGACY_DEFAULTS, PHASE_SETTINGS, Config, Invocation, default_epochs, \
+    setting_matters
+from .data import DataError
+from .experiment import load_data
 from .fileio import atomic_write_bytes
-from .phases import PHASES
+from .jobs import child_argv, run_jobs
+from .phases import PHASES, method_phases
+from .runlog import RunLog
+from .train import RunError, load_init, lock_dir
 
 SWEEP_METHODS = ("vd", "sws", "vdsws")
 START_FILE = {"vd": "vd", "sws": "l2", "vdsws": "vd"}  # the phase model each method's points start from
@@ -42,34 +50,25 @@ DEFAULTS = {  # the grids (strings as on the command line)
     "tau2": "0.005,0.02,0.1",
     "pi0": "0.99,0.999",
 }
-# Flags of run_experiments.py the sweep sets per point (stripped from the command passed on to them).
-_PER_POINT = {"--jobs", "--method", "--out", "--init-from", "--tau2", "--pi0", "--epochs", "--epochs-l2",
-              "--epochs-sws", "--epochs-vd", "--epochs-vdsws"}
-
-
 class SweepError(ValueError):
     """Bad sweep input: one line on stderr, exit status 2."""
 
 
-def add_arguments(p):
-    """The sweep's flags of run_experiments.py."""
-    g = p.add_argument_group("trade-off sweep (--sweep; refvbc/sweep.py)")
-    g.add_argument("--sweep", action="store_true",
-                   help="accuracy vs compression over hyper-parameter grids, from the phase models in "
-                        "--init-from DIR (l2.npz, vd.npz); writes tradeoff.json and tradeoff.png")
-    g.add_argument("--sweep-methods", default=DEFAULTS["methods"], metavar="LIST",
-                   help="methods to sweep, of vd,sws,vdsws (default %(default)s)")
-    g.add_argument("--sweep-thresholds", default=DEFAULTS["thresholds"], metavar="LIST",
-                   help="VD: pruning thresholds, dropout rates in (0, 1) (default %(default)s)")
-    g.add_argument("--sweep-clusters", default=DEFAULTS["clusters"], metavar="LIST",
-                   help="VD: clusters of the codebook's 1-D GMM, integers >= 1 (default %(default)s)")
-    g.add_argument("--sweep-tau2", default=DEFAULTS["tau2"], metavar="LIST",
-                   help="SWS, VD+SWS: tau2 values >= 0 (default %(default)s)")
-    g.add_argument("--sweep-pi0", default=DEFAULTS["pi0"], metavar="LIST",
-                   help="SWS, VD+SWS: pi0 values in (0, 1) (default %(default)s)")
-    g.add_argument("--sweep-epochs", type=int, default=None, metavar="N",
-                   help="epochs of every retrained point (default: the phase's epochs, 100; fewer give "
-                        "a shorter, cheaper sweep whose points are not the full phase)")
+@dataclass
+class SweepRequest:
+    """A sweep as asked for: `base` is the training invocation every retrained point starts from
+    (its config's hyper-parameters, its compression options, device, data, --max-epochs; its config's
+    init_from is the directory of the phase models, its out the sweep's directory, its jobs the points
+    run at once, its resume whether to continue an earlier sweep), the grids as their command-line
+    text (DEFAULTS), the epochs of every retrained point (None: the phase's) and whether it is --quick."""
+    base: Invocation
+    methods: str = DEFAULTS["methods"]
+    thresholds: str = DEFAULTS["thresholds"]
+    clusters: str = DEFAULTS["clusters"]
+    tau2: str = DEFAULTS["tau2"]
+    pi0: str = DEFAULTS["pi0"]
+    epochs: object = None
+    quick: bool = False
 
 
 def _values(flag, text, kind, ok, what):
@@ -86,49 +85,47 @@ def _values(flag, text, kind, ok, what):
     return sorted(set(out))
 
 
-def grids(a):
-    """The parsed grids of the command line: dict methods, thresholds, clusters, tau2, pi0."""
-    methods = [m.strip() for m in a.sweep_methods.split(",")]
+def grids(req):
+    """The parsed grids of a SweepRequest: dict methods, thresholds, clusters, tau2, pi0; SweepError
+    naming the flag of a bad value."""
+    methods = [m.strip() for m in req.methods.split(",")]
     bad = [m for m in methods if m not in SWEEP_METHODS]
     if bad or not methods:
         raise SweepError(f"--sweep-methods: unknown method(s) {', '.join(bad)}; choose from "
                          f"{','.join(SWEEP_METHODS)}")
     return {
         "methods": [m for m in SWEEP_METHODS if m in methods],
-        "thresholds": _values("--sweep-thresholds", a.sweep_thresholds, float, lambda v: 0.0 < v < 1.0,
+        "thresholds": _values("--sweep-thresholds", req.thresholds, float, lambda v: 0.0 < v < 1.0,
                               "a dropout rate in (0, 1)"),
-        "clusters": _values("--sweep-clusters", a.sweep_clusters, int, lambda v: v >= 1, "an integer >= 1"),
-        "tau2": _values("--sweep-tau2", a.sweep_tau2, float, lambda v: np.isfinite(v) and v >= 0.0,
+        "clusters": _values("--sweep-clusters", req.clusters, int, lambda v: v >= 1, "an integer >= 1"),
+        "tau2": _values("--sweep-tau2", req.tau2, float, lambda v: np.isfinite(v) and v >= 0.0,
                         "a finite number >= 0"),
-        "pi0": _values("--sweep-pi0", a.sweep_pi0, float, lambda v: 0.0 < v < 1.0, "a proportion in (0, 1)"),
+        "pi0": _values("--sweep-pi0", req.pi0, float, lambda v: 0.0 < v < 1.0, "a proportion in (0, 1)"),
     }
 
 
-def check_args(a):
-    """The flags that make no sense with --sweep, and the sweep's epochs; SweepError on a bad one."""
-    from .train import Config
-
-    d = Config()
-    for flag, given in (("--method", a.method != "all"), ("--tau2", a.tau2 != d.tau2),
-                        ("--pi0", a.pi0 != d.pi0), ("--finetune", a.finetune != "none")):
+def check_request(req):
+    """The settings that make no sense in a sweep (it sets them per point), the sweep's epochs and its
+    start directory; SweepError on a bad one."""
+    cfg, d = req.base.config, Config()
+    for flag, given in (("--method", cfg.method != "all"), ("--tau2", cfg.tau2 != d.tau2),
+                        ("--pi0", cfg.pi0 != d.pi0), ("--finetune", req.base.finetune.variant != "none")):
         if given:
             hint = {"--tau2": " (use --sweep-tau2)", "--pi0": " (use --sweep-pi0)"}.get(flag, "")
             raise SweepError(f"{flag} cannot be used with --sweep{hint}")
-    if a.sweep_epochs is not None and a.sweep_epochs < 1:
-        raise SweepError(f"--sweep-epochs must be >= 1, got {a.sweep_epochs}")
-    if a.init_from is None:
+    if req.epochs is not None and req.epochs < 1:
+        raise SweepError(f"--sweep-epochs must be >= 1, got {req.epochs}")
+    if cfg.init_from is None:
         raise SweepError("--sweep needs --init-from DIR, a directory holding the phase models l2.npz and "
                          "vd.npz (as docs/results/lenet300/)")
-    if not os.path.isdir(a.init_from):
-        raise SweepError(f"--init-from {a.init_from}: not a directory (--sweep needs one holding l2.npz "
+    if not os.path.isdir(cfg.init_from):
+        raise SweepError(f"--init-from {cfg.init_from}: not a directory (--sweep needs one holding l2.npz "
                          "and vd.npz)")
 
 
 def load_starts(arch, src, methods):
     """The phase models the methods' points start from: {phase: (path, params, sha256)}, each checked
     to be of `arch` and of its phase by train.load_init; SweepError when one is missing or wrong."""
-    from .train import Config, RunError, load_init
-
     out = {}
     for m in methods:
         ph = START_FILE[m]
@@ -200,17 +197,13 @@ def _json_roundtrip(obj):
 class Sweep:
     """One sweep: its grids, points and output directory (see the module docstring)."""
 
-    def __init__(self, a, argv):
-        from .experiment import config_from_args
-
-        check_args(a)
-        self.a, self.argv = a, list(argv)
-        self.grid = grids(a)
-        self.cfg = config_from_args(a)
-        self.starts = load_starts(a.arch, a.init_from, self.grid["methods"])
-        self.out = a.out or os.path.join("runs", f"{a.arch}-sweep" + ("-quick" if a.quick else ""))
-        self.epochs = {m: (a.sweep_epochs if a.sweep_epochs is not None else self.cfg.epochs[m])
-                       for m in ("sws", "vdsws")}
+    def __init__(self, req):
+        check_request(req)
+        self.req, self.base, self.cfg = req, req.base, req.base.config
+        self.grid = grids(req)
+        self.starts = load_starts(self.cfg.arch, self.cfg.init_from, self.grid["methods"])
+        self.out = req.base.out
+        self.epochs = {m: (req.epochs if req.epochs is not None else self.cfg.epochs[m]) for m in ("sws", "vdsws")}
         self.points = self._plan()
 
     def _plan(self):
@@ -227,25 +220,22 @@ class Sweep:
     def point_dir(self, name):
         return os.path.join(self.out, "points", name)
 
-    def point_argv(self, method, hyper):
-        """run_experiments.py of one retrained point (the sweep's other flags passed on)."""
-        from .experiment import strip_options
-        from .jobs import python_argv
-
-        base = strip_options(self.argv, _PER_POINT | {"--" + k.replace("_", "-") for k in vars(self.a)
-                                                      if k.startswith("sweep_")},
-                             {"--sweep", "--resume", "--no-figures"})
-        run_py = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "run_experiments.py")
+    def point_invocation(self, method, hyper):
+        """The training invocation of one retrained point: the sweep's settings (hyper-parameters,
+        compression options, device, data, --max-epochs), the point's method, start model, tau2 and
+        pi0, the phases' default epochs with the point's own for `method`, in the point's directory;
+        resuming when the point left a checkpoint there."""
+        epochs = default_epochs(self.req.quick)
+        epochs[method] = self.epochs[method]
         d = self.point_dir(point_name(method, hyper))
-        return python_argv(run_py, *base, "--method", method, "--init-from", self.starts[START_FILE[method]][0],
-                           "--tau2", repr(hyper["tau2"]), "--pi0", repr(hyper["pi0"]),
-                           f"--epochs-{method}", self.epochs[method], "--out", d, "--no-figures")
+        inv = self.base.child(d, method=method, init_from=self.starts[START_FILE[method]][0],
+                              tau2=hyper["tau2"], pi0=hyper["pi0"], epochs=epochs)
+        inv.resume = any(os.path.exists(os.path.join(d, f)) for f in ("checkpoint.npz", "checkpoint.prev.npz"))
+        return inv
 
-    def finished(self, name, method, argv):
-        """The results.json entry of a retrained point finished with the settings of `argv`, else None."""
-        from .experiment import build_parser, config_from_args
-        from .train import LEGACY_DEFAULTS, PHASE_SETTINGS, method_phases, setting_matters
-
+    def finished(self, name, method, inv):
+        """The results.json entry of a retrained point finished with the config of invocation `inv`,
+        else None."""
         path = os.path.join(self.point_dir(name), "results.json")
         if not os.path.exists(path):
             return None
@@ -256,7 +246,7 @@ class Sweep:
             entry = res["methods"][method]
         except (OSError, ValueError, KeyError, TypeError):
             return None
-        want = _json_roundtrip(asdict(config_from_args(build_parser().parse_args(argv[2:]))))
+        want = _json_roundtrip(asdict(inv.config))
         start = START_FILE[method]
         if saved.pop("init_sha256", {}).get(start) != self.starts[start][2]:
             return None
@@ -271,8 +261,6 @@ class Sweep:
     def run(self, log):
         """Compute every point not done yet; write tradeoff.json and tradeoff.png (not with
         --no-figures). Returns the exit status: 0, or 1 when a retrained point failed."""
-        from .train import lock_dir
-
         lock = lock_dir(self.out)
         try:
             return self._run(log)
@@ -283,51 +271,53 @@ class Sweep:
         """A VD point's entry: the one point.json holds when --resume finds it made with the same
         model, hyper-parameters and test set, else computed now. Returns (entry, how)."""
         d = self.point_dir(name)
-        settings = _json_roundtrip({"arch": self.a.arch, "hyper": hyper, "vd_sha256": self.starts["vd"][2],
+        settings = _json_roundtrip({"arch": self.cfg.arch, "hyper": hyper, "vd_sha256": self.starts["vd"][2],
                                     "test_sha256": _sha256_arrays(data[2], data[3])})
         done = os.path.join(d, "point.json")
-        if self.a.resume and os.path.exists(done):
+        if self.base.resume and os.path.exists(done):
             with open(done) as f:
                 saved = json.load(f)
             if saved.get("settings") == settings:
                 return saved["entry"], "done earlier"
-        entry = vd_point(self.a.arch, self.starts["vd"][1], hyper["threshold"], hyper["clusters"], data[2],
+        entry = vd_point(self.cfg.arch, self.starts["vd"][1], hyper["threshold"], hyper["clusters"], data[2],
                          data[3], d)
         atomic_write_bytes(done, json.dumps({"settings": settings, "entry": entry}, default=float).encode())
         return entry, "compressed"
 
-    def _run(self, log):
-        from .experiment import load_data
-        from .jobs import run_jobs
-        from .train import RunError
-
-        a = self.a
+    def _check_fresh(self):
+        """RunError when the directory already holds a sweep and this is not --resume."""
         pts_dir = os.path.join(self.out, "points")
-        if not a.resume and (os.path.exists(os.path.join(self.out, "tradeoff.json"))
-                             or (os.path.isdir(pts_dir) and os.listdir(pts_dir))):
+        if not self.base.resume and (os.path.exists(os.path.join(self.out, "tradeoff.json"))
+                                     or (os.path.isdir(pts_dir) and os.listdir(pts_dir))):
             raise RunError(f"{self.out} already holds a sweep; pass --resume to continue it or choose "
                            "another --out")
-        log(f"# sweep {a.arch}: {len(self.points)} points ({', '.join(self.grid['methods'])}) in {self.out}; "
-            f"retrained epochs {self.epochs}")
-        data = load_data(self.cfg, a.data) if "vd" in self.grid["methods"] else None
-        results, jobs, failed, unfinished = {}, [], [], []
+
+    def _done_or_queued(self, log):
+        """The VD points (computed now or found done) and the retrained points finished earlier, as
+        {name: tradeoff.json point}, and the jobs of the retrained points still to run (each point's
+        invocation file written into its directory)."""
+        data = load_data(self.cfg, self.base.data) if "vd" in self.grid["methods"] else None
+        results, jobs = {}, []
         for name, m, hyper in self.points:
             if m == "vd":
                 entry, how = self._vd_entry(name, hyper, data)
                 results[name] = record(name, m, hyper, entry, 0)
                 log(_line(results[name], how))
                 continue
-            argv = self.point_argv(m, hyper)
-            entry = self.finished(name, m, argv) if a.resume else None
+            inv = self.point_invocation(m, hyper)
+            entry = self.finished(name, m, inv) if self.base.resume else None
             if entry is not None:
                 results[name] = record(name, m, hyper, entry, self.epochs[m])
                 log(_line(results[name], "done earlier"))
                 continue
-            d = self.point_dir(name)
-            if any(os.path.exists(os.path.join(d, f)) for f in ("checkpoint.npz", "checkpoint.prev.npz")):
-                argv = argv + ["--resume"]  # continue its own checkpoint
-            jobs.append((name, argv, os.path.join(d, "stdout.log"), None))
-        status = run_jobs(jobs, a.jobs, log=log) if jobs else {}
+            path = inv.write(os.path.join(inv.out, INVOCATION_FILE))
+            jobs.append((name, child_argv(path), os.path.join(inv.out, "stdout.log"), None))
+        return results, jobs
+
+    def _trained(self, status, results, log):
+        """Add the retrained points that ran (`status` {name: exit status}) to `results`. Returns
+        (failed, unfinished): the records of the points that failed, the names of those stopped early."""
+        failed, unfinished = [], []
         for name, m, hyper in self.points:
             if name not in status:
                 continue
@@ -335,17 +325,27 @@ class Sweep:
                 failed.append({"name": name, "exit_status": status[name],
                                "log": os.path.join("points", name, "stdout.log")})
                 continue
-            entry = self.finished(name, m, self.point_argv(m, hyper))
+            entry = self.finished(name, m, self.point_invocation(m, hyper))
             if entry is None:
                 unfinished.append(name)
                 continue
             results[name] = record(name, m, hyper, entry, self.epochs[m])
             log(_line(results[name], "trained"))
+        return failed, unfinished
+
+    def _run(self, log):
+        self._check_fresh()
+        log(f"# sweep {self.cfg.arch}: {len(self.points)} points ({', '.join(self.grid['methods'])}) in "
+            f"{self.out}; retrained epochs {self.epochs}")
+        results, jobs = self._done_or_queued(log)
+        status = run_jobs(jobs, self.base.jobs, log=log) if jobs else {}
+        failed, unfinished = self._trained(status, results, log)
         points = [results[n] for n, _, _ in self.points if n in results]
         doc = self.document(points, failed, unfinished)
-        doc["figure"] = None if a.no_figures else figure(os.path.join(self.out, "tradeoff.png"), a.arch,
-                                                         points, doc["pareto"])
-        if doc["figure"] is None and not a.no_figures:
+        figures = self.base.figures
+        doc["figure"] = figure(os.path.join(self.out, "tradeoff.png"), self.cfg.arch, points,
+                               doc["pareto"]) if figures else None
+        if doc["figure"] is None and figures:
             log("# matplotlib is not installed: tradeoff.png skipped (pip install -e '.[figures]')")
         atomic_write_bytes(os.path.join(self.out, "tradeoff.json"), json.dumps(doc, indent=1, default=float).encode())
         log(table(points, doc["pareto"]))
@@ -359,20 +359,18 @@ class Sweep:
 
     def document(self, points, failed, unfinished):
         """The content of tradeoff.json."""
-        from .train import Config
-
-        a = self.a
+        arch = self.cfg.arch
         return {
-            "arch": a.arch,
-            "command": "python run_experiments.py " + " ".join(shlex.quote(x) for x in self.argv),
+            "arch": arch,
+            "command": "python run_experiments.py " + " ".join(shlex.quote(x) for x in self.base.command),
             "settings": {
-                "init_from": os.path.abspath(a.init_from),
+                "init_from": os.path.abspath(self.cfg.init_from),
                 "init_sha256": {ph: s[2] for ph, s in self.starts.items()},
                 "methods": self.grid["methods"], "vd_thresholds": self.grid["thresholds"],
                 "vd_clusters": self.grid["clusters"], "tau2": self.grid["tau2"], "pi0": self.grid["pi0"],
                 "epochs": {m: self.epochs[m] for m in ("sws", "vdsws") if m in self.grid["methods"]},
                 "epochs_full_phase": {m: Config().epochs[m] for m in ("sws", "vdsws")},
-                "seed": a.seed, "quick": a.quick, "n_test": self.cfg.n_test, "jobs": a.jobs,
+                "seed": self.cfg.seed, "quick": self.req.quick, "n_test": self.cfg.n_test, "jobs": self.base.jobs,
             },
             "notes": "test_acc on the decoded .rvbc file; ratio_file = 32 * (weights + biases) / (8 * file "
                      "bytes); ratio_paper the paper's accounting; epochs = epochs the point was retrained "
@@ -380,7 +378,7 @@ class Sweep:
             "points": points,
             "pareto": {m: [p["name"] for p in pareto_front([q for q in points if q["method"] == m])]
                        for m in self.grid["methods"]},
-            "paper_table2": {m: report.PAPER_TABLE2[a.arch][m] for m in self.grid["methods"]},
+            "paper_table2": {m: report.PAPER_TABLE2[arch][m] for m in self.grid["methods"]},
             "failed": failed, "unfinished": unfinished,
         }
 
@@ -442,23 +440,16 @@ def figure(path, arch, points, pareto):
     return os.path.basename(path)
 
 
-def main(a, argv):
-    """run_experiments.py --sweep (refvbc/experiment.py dispatches here after its own checks)."""
-    from .data import DataError
-    from .train import RunError
-
+def main(req):
+    """Run the sweep `req` (a SweepRequest; refvbc/cli.py builds it from run_experiments.py --sweep).
+    Returns the exit status: 0; 1 when a point failed or the data or a run directory cannot be used;
+    2 after a one-line error on bad sweep input (nothing written)."""
     try:
-        sweep = Sweep(a, argv)
+        sweep = Sweep(req)
     except SweepError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    os.makedirs(sweep.out, exist_ok=True)
-    with open(os.path.join(sweep.out, "sweep.log"), "a") as logf:
-        def log(line):
-            print(line, flush=True)
-            logf.write(line + "\n")
-            logf.flush()
-
+    with RunLog(os.path.join(sweep.out, "sweep.log")) as log:
         t0 = time.perf_counter()
         try:
             rc = sweep.run(log)
@@ -467,4 +458,3 @@ def main(a, argv):
             return 1
         log(f"# sweep took {time.perf_counter() - t0:.0f} s")
         return rc
-

@@ -19,71 +19,26 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 
 import numpy as np
 
 from . import models, priors
 from .arch import GAMMA_ALPHA, GAMMA_BETA, PI0, get_arch
+# Config and the prune-mask helpers live in refvbc/config.py and refvbc/models.py; re-exported here for
+# older callers (scripts, benchmarks, tests that import them from refvbc.train).
+from .config import LEGACY_DEFAULTS, PHASE_SETTINGS, Config, setting_matters  # noqa: F401
 from .data import batches
+from .eta import Eta
 from .fileio import atomic_savez, load_npz
+from .models import prune_masks, pruned_fraction
 from .objective import loss_and_grads
-from .optim import TABLE3_LR, Adam
+from .optim import Adam
 from .phases import PHASES, lr_factor, method_phases, tau2_at
 
 # Derived views of the phase table, for callers that want one attribute of every phase.
 PHASE_IDS = {k: p.id for k, p in PHASES.items()}
 METHOD_PHASES = {m: method_phases(m) for m in tuple(PHASES) + ("all",)}
-
-
-@dataclass
-class Config:
-    """Everything that determines a run; stored in the checkpoint and compared on --resume.
-
-    The fields after `dtype` are the interpretation choices the paper leaves open
-    (docs/objective.md, "Interpretation choices"; measured in docs/ablations.md)."""
-    arch: str = "lenet300"
-    method: str = "all"
-    seed: int = 0
-    batch_size: int = 100
-    epochs: dict = field(default_factory=lambda: {"l2": 30, "sws": 100, "vd": 200, "vdsws": 100})
-    lrs: dict = field(default_factory=lambda: dict(TABLE3_LR))
-    lr_l2: float = 1e-3
-    weight_decay: float = 5e-4
-    lr_l2_decay_from: object = None  # l2 phase: its Adam rate decays linearly to 0 from this fraction on
-    tau1: float = 1.0
-    tau2: float = 0.02
-    log_sigma2_init: float = -10.0
-    n_train: int = 60000  # a subset (first n of a seeded permutation) for --quick
-    n_test: int = 10000
-    dtype: str = "float32"
-    gamma_alpha: float = GAMMA_ALPHA
-    gamma_beta: float = GAMMA_BETA
-    gamma_param: str = "rate"  # beta read as a rate (mode (alpha-1)/beta) or a scale (priors.gamma_rate)
-    pi0: float = PI0  # mixture phases: the zero component's fixed mixing proportion
-    lr_decay_from: object = None  # mixture phases: Adam rates decay linearly to 0 from this fraction on
-    tau2_final: object = None  # mixture phases: tau2 raised linearly to this value ...
-    tau2_ramp_from: float = 0.5  # ... over the epochs from this fraction of the phase on
-    mask_pruned: bool = False  # vdsws: weights with alpha >= 19 are zero in the training forward pass
-    delta_mu_over: str = "survivors"  # mixture init: Table 3's std(w) over VD's survivors or all weights
-    init_from: object = None  # phase model(s) the run starts from (see load_init)
-    init_sha256: dict = field(default_factory=dict)
-
-    def phases(self):
-        return method_phases(self.method)
-
-
-# settings whose default changed after checkpoints without them were written: the value those runs used
-LEGACY_DEFAULTS = {"delta_mu_over": "all"}
-# settings that only some phases read: a difference in one of them matters only to a run that trains one
-# of those phases (--resume, sweep points). Δμ's reading: from the deterministic l2 model (SWS) both are one
-PHASE_SETTINGS = {"delta_mu_over": ("vdsws",), "lr_l2": ("l2",), "weight_decay": ("l2",),
-                  "lr_l2_decay_from": ("l2",)}
-
-
-def setting_matters(key, phases):
-    """Whether setting `key` is read by any of `phases` (every setting not in PHASE_SETTINGS is)."""
-    return key not in PHASE_SETTINGS or not set(phases).isdisjoint(PHASE_SETTINGS[key])
 
 
 class RunError(RuntimeError):
@@ -208,27 +163,10 @@ def phase_setup(cfg, phase, start_params):
     if spec.variational and not models.is_variational(params, cfg.arch):
         params = models.add_log_sigma2(params, cfg.arch, cfg.log_sigma2_init)
     if spec.mixture:
-        mu, log_lambda, log_pi = priors.mixture_init(init_weights(cfg, params), pi0=cfg.pi0, dtype=dtype)
+        w = models.mixture_init_weights(cfg.arch, params, cfg.delta_mu_over)
+        mu, log_lambda, log_pi = priors.mixture_init(w, pi0=cfg.pi0, dtype=dtype)
         params.update({"gmm.mu": mu, "gmm.log_lambda": log_lambda, "gmm.log_pi": log_pi})
     return params, {g: cfg.lrs[g] for g in spec.groups}, coefs
-
-
-def init_weights(cfg, params):
-    """The weights w whose std sets the mixture's spacing (Table 3: delta_mu = 2 std(w) / K), flat:
-    only those that survive the pruning rule (priors.keep_mask) when the start model is variational and
-    cfg.delta_mu_over == "survivors" (the default), or every weight of the start model ("all")
-    (docs/objective.md, "Interpretation choices", item 9; a deterministic start model has no pruned
-    weights, so both readings agree there)."""
-    if cfg.delta_mu_over not in ("all", "survivors"):
-        raise ValueError(f"delta_mu_over must be 'all' or 'survivors', got {cfg.delta_mu_over!r}")
-    flat = np.concatenate([params[k].ravel() for k in models.weight_keys(cfg.arch)])
-    masks = prune_masks(cfg.arch, params) if cfg.delta_mu_over == "survivors" else None
-    if masks is None:  # "all", or a deterministic start model
-        return flat
-    keep = np.concatenate([masks[l.name].ravel() for l in get_arch(cfg.arch)])
-    if not keep.any():
-        raise ValueError("delta_mu_over='survivors': no weight of the start model survives the pruning rule")
-    return flat[keep]
 
 
 def epoch_schedule(cfg, phase, epoch, lrs, coefs):
@@ -244,22 +182,6 @@ def epoch_schedule(cfg, phase, epoch, lrs, coefs):
     f = lr_factor(epoch, n, cfg.lr_decay_from)
     coefs = dict(coefs, tau2=tau2_at(epoch, n, cfg.tau2, cfg.tau2_final, cfg.tau2_ramp_from))
     return {g: v * f for g, v in lrs.items()}, coefs
-
-
-def prune_masks(arch, params):
-    """Keep-masks {layer: bool} of the one pruning rule (priors.keep_mask); None if deterministic."""
-    if not models.is_variational(params, arch):
-        return None
-    return {l.name: priors.keep_mask(params[f"{l.name}.theta"], params[f"{l.name}.log_sigma2"])
-            for l in get_arch(arch)}
-
-
-def pruned_fraction(masks):
-    """Fraction of weights that `prune_masks` prunes (0.0 for a deterministic model, masks None)."""
-    if masks is None:
-        return 0.0
-    kept = sum(int(m.sum()) for m in masks.values())
-    return 1.0 - kept / sum(m.size for m in masks.values())
 
 
 class CpuStepper:
@@ -424,111 +346,146 @@ class Run:
     def run(self, resume=False, max_epochs=None):
         """Train every phase of the method. Returns {phase: final params} of finished phases, or
         None when `max_epochs` (epochs to run in this call) stopped the run early."""
-        cfg = self.cfg
         self.lock()
-        provided = load_init(cfg)
-        state = None
-        if os.path.exists(self.ckpt) or os.path.exists(self.ckpt_prev):
-            if not resume:
-                raise RunError(f"{self.out} already holds a run (checkpoint.npz); pass --resume to "
-                               "continue it or choose another --out")
-            state = self._read_checkpoint()
-        elif resume:
-            self.log(f"# --resume: no checkpoint in {self.out}, starting from scratch")
+        provided = load_init(self.cfg)
+        state = self._state_to_resume(resume)
         todo, plan = self.plan(provided)
         self.log(plan)
-        finals = {}
-        for ph, params in provided.items():
-            finals[ph] = params
-            if not os.path.exists(self.phase_file(ph)):
-                save_params(self.phase_file(ph), cfg.arch, params, phase=ph)
-        eta = Eta(cfg, todo)
-        budget = max_epochs
+        finals = self._provided(provided)
+        eta = Eta(self.cfg.arch, self.cfg.epochs, todo)
+        budget = EpochBudget(max_epochs)
         for phase in todo:
-            if os.path.exists(self.phase_file(phase)) and state is not None:
-                finals[phase] = load_params(self.phase_file(phase))[1]
-                if not (state[0]["phase"] == phase and state[0]["epoch"] < cfg.epochs[phase]):
-                    self.log(f"# resumed: {phase} finished earlier ({self.phase_file(phase)})")
-                    eta.done(phase)
-                    continue
-            start = finals.get(PHASES[phase].start) if PHASES[phase].start else None
-            params, lrs, coefs = phase_setup(cfg, phase, start)
-            opt = Adam(lrs)
-            history = []
-            first = 0
-            if state is not None and state[0]["phase"] == phase:
-                meta, saved_params, adam = state
-                params = {k: v.astype(np.dtype(cfg.dtype)) for k, v in saved_params.items()}
-                opt.load_state_dict(adam)
-                history, first = meta["history"], meta["epoch"]
-                self.log(f"# resumed {phase} after epoch {first}")
-            eta.start(phase, history)
-            stepper, stepper_key = None, None
-            for epoch in range(first, cfg.epochs[phase]):
-                if budget is not None and budget <= 0:
-                    self.log("# stopping after the requested number of epochs; continue with --resume")
-                    return None
-                t0 = time.perf_counter()
-                opt.lrs, ecoefs = epoch_schedule(cfg, phase, epoch, lrs, coefs)
-                if stepper is None or stepper_key != ecoefs:
-                    if stepper is not None:
-                        stepper.sync()
-                    stepper = make_stepper(self.device, cfg.arch, params, opt, ecoefs, cfg.n_train)
-                    stepper_key = ecoefs
-                means, train_acc = train_epoch(cfg, phase, epoch, stepper, self.x_train, self.y_train)
-                masks = prune_masks(cfg.arch, params)
-                test_acc = models.accuracy(cfg.arch, params, self.x_test, self.y_test, masks)
-                rec = dict(phase=phase, epoch=epoch + 1, **means, train_acc=train_acc,
-                           test_acc=test_acc, pruned=pruned_fraction(masks),
-                           seconds=time.perf_counter() - t0)
-                if ecoefs.get("tau2") != coefs.get("tau2"):
-                    rec["tau2"] = ecoefs["tau2"]
-                history.append(rec)
-                self.log(format_epoch(rec) + eta.after_epoch(phase, epoch + 1, rec["seconds"]))
-                self._write_checkpoint(phase, epoch + 1, params, opt, history)
-                if budget is not None:
-                    budget -= 1
-            extra = {"history": np.array(json.dumps(history))}
-            if PHASES[phase].mixture:  # the compressor's argmax needs it (python -m refvbc.compress)
-                extra["config/pi0"] = np.array(cfg.pi0)
-            save_params(self.phase_file(phase), cfg.arch, params, phase=phase, extra=extra)
+            if self._finished_earlier(phase, state, finals):
+                eta.done(phase)
+                continue
+            params = self._train_phase(phase, finals, state, eta, budget)
+            if params is None:
+                return None
             finals[phase] = params
             eta.done(phase)
             state = None
         return finals
 
+    def _state_to_resume(self, resume):
+        """The checkpoint to continue (meta, params, adam), or None for a fresh run; RunError when the
+        directory holds a run and `resume` is False."""
+        if os.path.exists(self.ckpt) or os.path.exists(self.ckpt_prev):
+            if not resume:
+                raise RunError(f"{self.out} already holds a run (checkpoint.npz); pass --resume to "
+                               "continue it or choose another --out")
+            return self._read_checkpoint()
+        if resume:
+            self.log(f"# --resume: no checkpoint in {self.out}, starting from scratch")
+        return None
 
-RECENT = 5  # epochs whose median time estimates the next ones (follows a change of machine load)
+    def _provided(self, provided):
+        """The phase models given by --init-from as finals, each saved as <phase>.npz in the run
+        directory (once)."""
+        for ph, params in provided.items():
+            if not os.path.exists(self.phase_file(ph)):
+                save_params(self.phase_file(ph), self.cfg.arch, params, phase=ph)
+        return dict(provided)
+
+    def _finished_earlier(self, phase, state, finals):
+        """On --resume, whether `phase` finished before the checkpoint (its <phase>.npz is read into
+        `finals`; the phase the checkpoint is in the middle of is not finished)."""
+        if state is None or not os.path.exists(self.phase_file(phase)):
+            return False
+        finals[phase] = load_params(self.phase_file(phase))[1]
+        if state[0]["phase"] == phase and state[0]["epoch"] < self.cfg.epochs[phase]:
+            return False
+        self.log(f"# resumed: {phase} finished earlier ({self.phase_file(phase)})")
+        return True
+
+    def _phase_start(self, phase, finals, state):
+        """Where `phase` starts: (params, optimizer, lrs, coefs, history, first epoch), from its start
+        phase's final params, or from the checkpoint when it is the phase the checkpoint is in."""
+        cfg = self.cfg
+        start = finals.get(PHASES[phase].start) if PHASES[phase].start else None
+        params, lrs, coefs = phase_setup(cfg, phase, start)
+        opt = Adam(lrs)
+        history, first = [], 0
+        if state is not None and state[0]["phase"] == phase:
+            meta, saved_params, adam = state
+            params = {k: v.astype(np.dtype(cfg.dtype)) for k, v in saved_params.items()}
+            opt.load_state_dict(adam)
+            history, first = meta["history"], meta["epoch"]
+            self.log(f"# resumed {phase} after epoch {first}")
+        return params, opt, lrs, coefs, history, first
+
+    def _train_phase(self, phase, finals, state, eta, budget):
+        """Train `phase` to its last epoch (checkpoint after each), save <phase>.npz. Returns its final
+        params, or None when the epoch budget ran out first."""
+        params, opt, lrs, coefs, history, first = self._phase_start(phase, finals, state)
+        eta.start(phase, history)
+        steppers = Steppers(self.device, self.cfg, params, opt)
+        for epoch in range(first, self.cfg.epochs[phase]):
+            if budget.exhausted():
+                self.log("# stopping after the requested number of epochs; continue with --resume")
+                return None
+            rec = self._epoch(phase, epoch, params, opt, lrs, coefs, steppers)
+            history.append(rec)
+            self.log(format_epoch(rec) + eta.after_epoch(phase, epoch + 1, rec["seconds"]))
+            self._write_checkpoint(phase, epoch + 1, params, opt, history)
+            budget.spend()
+        self._save_phase(phase, params, history)
+        return params
+
+    def _epoch(self, phase, epoch, params, opt, lrs, coefs, steppers):
+        """One epoch of `phase` (0-based `epoch`): the schedule's rates and coefficients, the training
+        pass, the test accuracy with the pruning masks. Returns its log record."""
+        cfg = self.cfg
+        t0 = time.perf_counter()
+        opt.lrs, ecoefs = epoch_schedule(cfg, phase, epoch, lrs, coefs)
+        stepper = steppers.for_coefs(ecoefs)
+        means, train_acc = train_epoch(cfg, phase, epoch, stepper, self.x_train, self.y_train)
+        masks = prune_masks(cfg.arch, params)
+        test_acc = models.accuracy(cfg.arch, params, self.x_test, self.y_test, masks)
+        rec = dict(phase=phase, epoch=epoch + 1, **means, train_acc=train_acc, test_acc=test_acc,
+                   pruned=pruned_fraction(masks), seconds=time.perf_counter() - t0)
+        if ecoefs.get("tau2") != coefs.get("tau2"):
+            rec["tau2"] = ecoefs["tau2"]
+        return rec
+
+    def _save_phase(self, phase, params, history):
+        """<phase>.npz: the final params with the phase's epoch history (and pi0 for the compressor's
+        argmax in mixture phases: python -m refvbc.compress)."""
+        extra = {"history": np.array(json.dumps(history))}
+        if PHASES[phase].mixture:
+            extra["config/pi0"] = np.array(self.cfg.pi0)
+        save_params(self.phase_file(phase), self.cfg.arch, params, phase=phase, extra=extra)
 
 
-class Eta:
-    """Estimated time remaining for the epoch log lines: the median time of each phase's last RECENT
-    epochs times its remaining epochs; a phase not yet started is estimated at the median of the phase
-    running now (the phases of one arch differ by a small factor; the estimate sharpens as they run)."""
+class Steppers:
+    """The stepper of a phase's epochs: made anew (after syncing the old one) whenever the epoch's
+    loss coefficients differ from the last epoch's (a tau2 ramp), else reused."""
 
-    def __init__(self, cfg, todo):
-        self.cfg, self.todo = cfg, list(todo)
-        self.pos = {ph: 0 for ph in todo}
-        self.secs = {ph: [] for ph in todo}
+    def __init__(self, device, cfg, params, opt):
+        self.device, self.cfg, self.params, self.opt = device, cfg, params, opt
+        self.stepper, self.key = None, None
 
-    def start(self, phase, history):
-        self.pos[phase] = len(history)
-        self.secs[phase] = [r["seconds"] for r in history]
-
-    def done(self, phase):
-        self.pos[phase] = self.cfg.epochs[phase]
-
-    def after_epoch(self, phase, epoch, seconds):
-        """Record one epoch; returns the text appended to its log line."""
-        self.pos[phase] = epoch
-        self.secs[phase].append(seconds)
-        per = {ph: float(np.median(s[-RECENT:])) for ph, s in self.secs.items() if s}
-        left = {ph: (self.cfg.epochs[ph] - self.pos[ph]) * per.get(ph, per[phase]) for ph in self.todo}
-        return f"  eta phase {_fmt_s(left[phase])}, run {_fmt_s(sum(left.values()))}"
+    def for_coefs(self, coefs):
+        if self.stepper is None or self.key != coefs:
+            if self.stepper is not None:
+                self.stepper.sync()
+            self.stepper = make_stepper(self.device, self.cfg.arch, self.params, self.opt, coefs,
+                                        self.cfg.n_train)
+            self.key = coefs
+        return self.stepper
 
 
-def _fmt_s(s):
-    return f"{s / 60:.1f} min" if s < 5400 else f"{s / 3600:.1f} h"
+class EpochBudget:
+    """The epochs this invocation may still train (--max-epochs; None: no limit)."""
+
+    def __init__(self, epochs):
+        self.left = epochs
+
+    def exhausted(self):
+        return self.left is not None and self.left <= 0
+
+    def spend(self):
+        if self.left is not None:
+            self.left -= 1
 
 
 def format_epoch(r):

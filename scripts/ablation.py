@@ -136,8 +136,9 @@ def _row(name, what, r, cmd):
 
 
 def cmd_table(a):
+    from refvbc.config import Config
     from refvbc.experiment import load_data
-    from refvbc.train import Config, load_params
+    from refvbc.train import load_params
 
     lines = ["| variant | what | masked acc. | decoded .rvbc acc. | non-zero | CR file | CR paper-acct "
              "| median sigma_k | command |", "|---|---|---|---|---|---|---|---|---|"]
@@ -183,14 +184,14 @@ def cmd_table(a):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     sub = p.add_subparsers(dest="cmd", required=True)
-    r = sub.add_parser("run")
+    r = sub.add_parser("run", allow_abbrev=False)
     r.add_argument("--vd", required=True, help="the VD phase model every variant starts from")
     r.add_argument("--out", default="runs/ablation")
     r.add_argument("--jobs", type=int, default=2)
     r.add_argument("--only", nargs="*", help="run only these variants (no dependencies)")
-    t = sub.add_parser("table")
+    t = sub.add_parser("table", allow_abbrev=False)
     t.add_argument("--out", default="runs/ablation")
     t.add_argument("--md", default=None, help="also write the table to this file")
     a = p.parse_args(argv)

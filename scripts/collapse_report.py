@@ -33,7 +33,7 @@ from refvbc.compress import accuracy, report  # noqa: E402
 from refvbc.compress.__main__ import load_params_npz  # noqa: E402
 from refvbc.compress.fileformat import decode, encode  # noqa: E402
 from refvbc.compress.pipeline import layout_model, quantize  # noqa: E402
-from refvbc.train import prune_masks  # noqa: E402
+from refvbc.models import prune_masks  # noqa: E402
 
 
 def file_row(arch, method, quantized, params, x, y):
@@ -57,7 +57,7 @@ def float_acc(arch, params, masks, weights, x, y):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
     p.add_argument("params", help="a VD+SWS phase model (<phase>.npz of run_experiments.py)")
     p.add_argument("--clusters", default="17", help="comma-separated K of the VD-codebook rows (default 17)")
     p.add_argument("--data", default=None, help="MNIST directory (default: the bundled data/)")

@@ -40,3 +40,12 @@ def test_failure_skips_dependents(tmp_path):
 def test_bad_job_lists(jobs, workers, msg):
     with pytest.raises(ValueError, match=msg):
         run_jobs(jobs, workers)
+
+
+def test_child_argv_runs_an_invocation_file():
+    from conftest import RUN_PY
+
+    from refvbc.jobs import child_argv
+
+    assert child_argv("out/branch-l2/invocation.json") == [sys.executable, RUN_PY, "--config",
+                                                           "out/branch-l2/invocation.json"]

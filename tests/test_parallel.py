@@ -5,10 +5,10 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
+from conftest import ROOT  # the subprocesses import refvbc from here
 
 from refvbc import parallel
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the subprocesses import refvbc from here
 
 SCRIPT = r"""
 import sys, numpy as np
@@ -35,6 +35,7 @@ def _run(tmp_path, threads):
     return np.load(out)
 
 
+@pytest.mark.slow
 def test_two_training_steps_identical_with_one_and_two_threads(tmp_path):
     a, b = _run(tmp_path, 1), _run(tmp_path, 2)
     for k in a.files:
@@ -56,6 +57,7 @@ with mp.get_context("fork").Pool(1) as pool:
 """
 
 
+@pytest.mark.slow
 def test_pool_works_in_a_forked_child():
     """Forked in a fresh interpreter: forking the pytest process itself would also fork the threads of
     whatever other tests imported (JAX warns of a deadlock), which is not what this tests."""

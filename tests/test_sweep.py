@@ -5,18 +5,18 @@ import json
 import os
 import shlex
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+from conftest import run_cli
 
 from refvbc import compress, sweep
 from refvbc.arch import get_arch
-from refvbc.experiment import load_data, main
-from refvbc.train import Config, Run, load_params, phase_setup, save_params
+from refvbc.cli import main
+from refvbc.config import Config, Invocation
+from refvbc.experiment import load_data
+from refvbc.train import Run, load_params, phase_setup, save_params
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, OPENBLAS_NUM_THREADS="1", NUMBA_NUM_THREADS="1")
 # the surviving fraction of each layer's weights at dropout rate 0.99 in the test VD model
 KEEP = {"fc1": 0.02, "fc2": 0.1, "fc3": 0.5}
@@ -54,13 +54,12 @@ def sweep_args(phase_dir, out, *extra):
 
 
 def run_sweep(args):
-    p = subprocess.run([sys.executable, os.path.join(ROOT, "run_experiments.py")] + args, capture_output=True,
-                       text=True, timeout=900, cwd=ROOT, env=ENV)
+    p = run_cli(args, timeout=900, env=ENV)
     assert p.returncode == 0, p.stdout + p.stderr
     return p.stdout
 
 
-def check_points(out, doc):
+def check_points(out, doc, epochs=1):
     """Every point's file exists, is counted as recorded, decodes, and scores the recorded accuracy."""
     x, y = load_data(Config(arch="lenet300", n_train=1000, n_test=1000))[2:]  # --quick's test subset
     for p in doc["points"]:
@@ -70,7 +69,7 @@ def check_points(out, doc):
         assert abs(p["ratio_file"] - want) < 1e-9 * want, p["name"]
         cm = compress.read_rvbc(str(path))
         assert cm.method == p["method"] and compress.accuracy(cm, x, y) == p["test_acc"], p["name"]
-        assert p["epochs"] == (0 if p["method"] == "vd" else 1), p["name"]
+        assert p["epochs"] == (0 if p["method"] == "vd" else epochs), p["name"]
         assert 0 < p["nonzero_percent"] <= 100 and p["ratio_paper"] > 0, p["name"]
     for m, names in doc["pareto"].items():
         mine = [p for p in doc["points"] if p["method"] == m]
@@ -145,8 +144,96 @@ def test_vd_grid_clusters_bound_the_codebook(phase_dir, test_data, tmp_path, clu
     assert len(cm.codebook) <= 1 + 3 * clusters and e["ratio_file"] > 1
 
 
+def in_process_jobs(launched=None):
+    """A stand-in for jobs.run_jobs that runs each retrained point in this process, one after the
+    other (`run_experiments.py --config FILE` is cli.main(["--config", FILE]))."""
+    def run_jobs(jobs, n, log=print, poll_s=1.0):
+        if launched is not None:
+            launched.extend(jobs)
+        return {name: main(argv[2:]) for name, argv, _, _ in jobs}
+    return run_jobs
+
+
+IN_PROCESS_GRID = ("--sweep-thresholds", "0.9,0.95", "--sweep-clusters", "4", "--sweep-tau2", "0.05",
+                   "--sweep-pi0", "0.99", "--sweep-epochs", "1", "--jobs", "2", "--no-figures")
+
+
 @pytest.fixture(scope="module")
-def sweep_run(phase_dir, tmp_path_factory):
+def sweep_in_process(phase_dir, tmp_path_factory):
+    """A tiny sweep in this process: VD 2 thresholds x 4 clusters, SWS and VD+SWS tau2 0.05, pi0 0.99, one
+    epoch each on --quick's 1000 images, every retrained point run in this process. Returns (out, argv)."""
+    out = tmp_path_factory.mktemp("sweep-in-process") / "s"
+    argv = sweep_args(phase_dir, out, *IN_PROCESS_GRID)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sweep, "run_jobs", in_process_jobs())
+        assert main(argv) == 0
+    return out, argv
+
+
+def test_sweep_in_process_writes_every_point_measured_on_its_file(sweep_in_process):
+    out, argv = sweep_in_process
+    doc = json.loads((out / "tradeoff.json").read_text())
+    count = {m: sum(p["method"] == m for p in doc["points"]) for m in ("vd", "sws", "vdsws")}
+    assert count == {"vd": 2, "sws": 1, "vdsws": 1}, count
+    assert doc["settings"]["epochs"] == {"sws": 1, "vdsws": 1} and doc["settings"]["jobs"] == 2
+    assert doc["command"] == "python run_experiments.py " + shlex.join(argv)
+    assert not doc["failed"] and not doc["unfinished"] and doc["figure"] is None
+    check_points(out, doc)
+    for m in ("sws", "vdsws"):
+        check_pi0(out / "points" / f"{m}-tau2_0.05-pi0_0.99", m, 0.99)
+
+
+def test_points_get_the_sweep_settings(sweep_in_process, phase_dir):
+    """Each retrained point's invocation file: the point's method, start model, tau2, pi0 and epochs, the
+    sweep's other settings, one process, no figures, and the user's command (also in its results.json)."""
+    out, argv = sweep_in_process
+    for m, start in (("sws", "l2"), ("vdsws", "vd")):
+        d = out / "points" / f"{m}-tau2_0.05-pi0_0.99"
+        inv = Invocation.read(str(d / "invocation.json"))
+        want = Config(arch="lenet300", method=m, n_train=1000, n_test=1000, tau2=0.05, pi0=0.99,
+                      epochs={"l2": 2, "sws": 1, "vd": 2, "vdsws": 1}, init_from=str(phase_dir / f"{start}.npz"))
+        assert inv.config == want
+        assert (inv.out, inv.jobs, inv.figures, inv.resume, inv.command) == (str(d), 1, False, False, argv)
+        res = json.loads((d / "results.json").read_text())
+        assert res["command"] == "python run_experiments.py " + shlex.join(argv)
+
+
+def test_point_epochs_and_flags_follow_the_sweep(phase_dir, tmp_path):
+    """--epochs N without --sweep-epochs: the points retrain N epochs, the other phases keep --quick's;
+    flags the sweep does not set (learning rates, seed, clustering, --max-epochs) reach every point."""
+    from refvbc import cli, config
+
+    argv = sweep_args(phase_dir, tmp_path / "o", "--epochs", "5", "--lr-theta", "1e-4", "--seed", "2",
+                      "--merge-kl", "0.5", "--max-epochs", "3", "--sweep-methods", "sws")
+    a = cli.build_parser().parse_args(argv)
+    sw = sweep.Sweep(cli.sweep_request(a, config.invocation_from_args(a, argv)))
+    inv = sw.point_invocation("sws", {"tau2": 0.1, "pi0": 0.9})
+    assert inv.config.epochs == {"l2": 2, "sws": 5, "vd": 2, "vdsws": 1}
+    assert (inv.config.lrs["theta"], inv.config.seed, inv.config.tau2, inv.config.pi0) == (1e-4, 2, 0.1, 0.9)
+    assert inv.compress.merge_kl == 0.5 and inv.max_epochs == 3 and inv.config.init_sha256 == {}
+    assert inv.out == str(tmp_path / "o" / "points" / "sws-tau2_0.1-pi0_0.9")
+
+
+def test_resume_in_process_redoes_nothing_finished(sweep_in_process, tmp_path, monkeypatch, capsys):
+    src, argv = sweep_in_process
+    out = tmp_path / "copy"
+    shutil.copytree(src, out)
+    args = [str(out) if a == str(src) else a for a in argv]
+    launched = []
+    monkeypatch.setattr(sweep, "vd_point", lambda *a, **k: pytest.fail("a finished VD point was computed again"))
+    monkeypatch.setattr(sweep, "run_jobs", in_process_jobs(launched))
+    assert main(args + ["--resume"]) == 0
+    assert launched == [] and "(done earlier)" in capsys.readouterr().out
+    (out / "points" / "vdsws-tau2_0.05-pi0_0.99" / "results.json").unlink()
+    assert main(args + ["--resume"]) == 0
+    assert [j[0] for j in launched] == ["vdsws-tau2_0.05-pi0_0.99"]
+    assert Invocation.read(launched[0][1][-1]).resume  # continued from its checkpoint
+    after = json.loads((out / "tradeoff.json").read_text())
+    assert after["points"] == json.loads((src / "tradeoff.json").read_text())["points"]
+
+
+@pytest.fixture(scope="module")
+def sweep_run(phase_dir, tmp_path_factory):  # used by slow tests only
     """A tiny sweep: VD 2 thresholds x 2 cluster counts; SWS and VD+SWS tau2 0.05 x pi0 {0.99, 0.999},
     one epoch each on 1000 images, two processes at once."""
     out = tmp_path_factory.mktemp("sweep") / "s"
@@ -156,6 +243,7 @@ def sweep_run(phase_dir, tmp_path_factory):
     return out, stdout
 
 
+@pytest.mark.slow
 def test_sweep_writes_every_point_measured_on_its_file(sweep_run):
     out, stdout = sweep_run
     doc = json.loads((out / "tradeoff.json").read_text())
@@ -176,6 +264,7 @@ def test_sweep_writes_every_point_measured_on_its_file(sweep_run):
         assert (out / "tradeoff.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_pi0_reaches_training_and_compression(sweep_run):
     out, _ = sweep_run
     for m in ("sws", "vdsws"):
@@ -186,6 +275,7 @@ def test_pi0_reaches_training_and_compression(sweep_run):
     assert coefs["pi0"] == 0.9 and np.isclose(params["gmm.log_pi"][0], np.log(0.9))
 
 
+@pytest.mark.slow
 def test_resume_redoes_nothing_finished(sweep_run, tmp_path, monkeypatch, capsys):
     """--resume: finished points (VD and retrained) are reused as they are; a point that lost its
     results.json is the only one run again, continued from its checkpoint."""
@@ -207,7 +297,7 @@ def test_resume_redoes_nothing_finished(sweep_run, tmp_path, monkeypatch, capsys
         return {j[0]: 0 for j in jobs}
 
     monkeypatch.setattr(sweep, "vd_point", no_vd)
-    monkeypatch.setattr("refvbc.jobs.run_jobs", fake_jobs)
+    monkeypatch.setattr(sweep, "run_jobs", fake_jobs)
     assert main(args + ["--resume"]) == 0
     assert launched == []
     after = json.loads((out / "tradeoff.json").read_text())
@@ -217,13 +307,15 @@ def test_resume_redoes_nothing_finished(sweep_run, tmp_path, monkeypatch, capsys
     (out / "points" / "sws-tau2_0.05-pi0_0.99" / "results.json").unlink()
     assert main(args + ["--resume"]) == 0
     assert [j[0] for j in launched] == ["sws-tau2_0.05-pi0_0.99"]
-    assert launched[0][1][-1] == "--resume" and "--sweep" not in launched[0][1]
+    assert launched[0][1][-2] == "--config" and "--sweep" not in launched[0][1]
+    assert Invocation.read(launched[0][1][-1]).resume  # continues its own checkpoint
     assert json.loads((out / "tradeoff.json").read_text())["unfinished"] == ["sws-tau2_0.05-pi0_0.99"]
 
     assert main(args) == 1  # without --resume an existing sweep is refused
     assert "already holds a sweep; pass --resume" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_resume_of_points_made_before_a_setting_existed(sweep_run, tmp_path, monkeypatch):
     """A point whose results.json predates `delta_mu_over` (no such key): the SWS point is reused (from
     the deterministic l2 model both readings are one), the VD+SWS point is run again (the setting's
@@ -244,7 +336,7 @@ def test_resume_of_points_made_before_a_setting_existed(sweep_run, tmp_path, mon
         launched.extend(jobs)
         return {j[0]: 0 for j in jobs}
 
-    monkeypatch.setattr("refvbc.jobs.run_jobs", fake_jobs)
+    monkeypatch.setattr(sweep, "run_jobs", fake_jobs)
     main(args + ["--resume"])
     assert [j[0] for j in launched] == ["vdsws-tau2_0.05-pi0_0.99"], [j[0] for j in launched]
 

@@ -1,27 +1,91 @@
-"""refvbc/train.py units: the time-remaining estimate, which phases run given --init-from, the plan
-line, the mixture's initial spacing (--delta-mu-over)."""
+"""refvbc/train.py units: the time-remaining estimate (refvbc/eta.py) and its replay of the committed
+LeNet-300-100 log, which phases run given --init-from, the plan line, the mixture's initial spacing
+(--delta-mu-over), the epoch budget and the stepper's reuse."""
+import os
+
 import numpy as np
 import pytest
+from conftest import ROOT
 
+from refvbc import eta as eta_mod
 from refvbc import models, priors
-from refvbc.train import Config, Eta, phase_setup, phases_to_train
+from refvbc.config import Config
+from refvbc.eta import Eta, epoch_seconds, replay
+from refvbc.phases import EPOCH_COST
+from refvbc.train import EpochBudget, phase_setup, phases_to_train
+
+LENET300_LOG = os.path.join(ROOT, "docs", "results", "lenet300", "train.log")
 
 
-def test_eta_follows_recent_epochs():
+def test_eta_uses_each_phases_cost_from_the_first_epoch():
+    """The L2 epochs of LeNet-300-100 are ~4x cheaper than the SWS ones: after the first L2 epoch at
+    the measured speed the run ETA is the whole schedule (33 minutes), not 30+100+200+100 L2 epochs."""
+    c = EPOCH_COST["lenet300"]
+    eta = Eta("lenet300", Config().epochs, ["l2", "sws", "vd", "vdsws"])
+    eta.start("l2", [])
+    text = eta.after_epoch("l2", 1, c["l2"])
+    want = 29 * c["l2"] + 100 * c["sws"] + 200 * c["vd"] + 100 * c["vdsws"]
+    assert eta.remaining("l2") == pytest.approx((29 * c["l2"], want))
+    assert text == f"  eta phase {29 * c['l2'] / 60:.1f} min, run {want / 60:.1f} min" == \
+        "  eta phase 0.8 min, run 32.1 min", text
+
+
+def test_eta_scale_is_the_median_of_observed_over_expected():
     cfg = Config(method="vdsws", epochs={"l2": 10, "sws": 0, "vd": 20, "vdsws": 5})
-    eta = Eta(cfg, ["l2", "vd", "vdsws"])
+    c = EPOCH_COST["lenet300"]
+    eta = Eta("lenet300", cfg.epochs, ["l2", "vd", "vdsws"])
     eta.start("l2", [])
     for e in range(1, 4):
-        text = eta.after_epoch("l2", e, 10.0)
-    # l2: 7 epochs x 10 s left; vd and vdsws not started: estimated at l2's 10 s per epoch
-    assert text == "  eta phase 1.2 min, run 5.3 min", text
-    for e in range(4, 10):
-        text = eta.after_epoch("l2", e, 60.0)  # load went up: the last 5 epochs decide
-    assert text == "  eta phase 1.0 min, run 26.0 min", text
+        eta.after_epoch("l2", e, 2 * c["l2"])  # a machine twice as slow as the table's
+    assert eta.remaining("l2") == pytest.approx((7 * 2 * c["l2"], 2 * (7 * c["l2"] + 20 * c["vd"] + 5 * c["vdsws"])))
+    eta.after_epoch("l2", 4, 100 * c["l2"])  # one slow epoch does not move the median
+    assert eta.remaining("l2")[1] == pytest.approx(2 * (6 * c["l2"] + 20 * c["vd"] + 5 * c["vdsws"]))
     eta.done("l2")
-    eta.start("vd", [{"seconds": 6.0}] * 10)
-    text = eta.after_epoch("vd", 11, 6.0)
-    assert text == "  eta phase 0.9 min, run 1.4 min", text
+    eta.start("vd", [{"seconds": 3 * c["vd"]}] * 10)  # a resumed phase's epochs count too
+    eta.after_epoch("vd", 11, 3 * c["vd"])
+    assert eta.remaining("vd") == pytest.approx((9 * 3 * c["vd"], 3 * (9 * c["vd"] + 5 * c["vdsws"])))
+    text = eta.after_epoch("vd", 12, 3 * c["vd"])
+    assert text == f"  eta phase {8 * 3 * c['vd'] / 60:.1f} min, run {3 * (8 * c['vd'] + 5 * c['vdsws']) / 60:.1f} min"
+
+
+def test_eta_replay_of_the_lenet300_log():
+    """The epoch times of docs/results/lenet300/train.log (L2 30, SWS 100, VD 200, VD+SWS 100 epochs)
+    replayed as one run in training order: at every phase change (after the last epoch of a phase and
+    after the first of the next) the run ETA is within +-25% of the time the log says was left.
+
+    After the very first epoch it cannot be: that log's machine load rose during L2 (epoch 1 took
+    2.4 s, epoch 30 26.2 s; later phases ran at other loads), so the first epoch says nothing of
+    the 2.5 hours to come. There the ETA is the first epoch scaled by the phases' relative costs, which
+    is what the test checks (on an idle machine that is the whole schedule, the test above)."""
+    seconds = epoch_seconds(LENET300_LOG)
+    assert {ph: len(s) for ph, s in seconds.items()} == {"l2": 30, "sws": 100, "vd": 200, "vdsws": 100}
+    points = replay("lenet300", seconds)
+    assert [p.when for p in points] == ["l2 epoch 1", "end of l2", "sws epoch 1", "end of sws", "vd epoch 1",
+                                        "end of vd", "vdsws epoch 1"]
+    for p in points[1:]:
+        assert 0.75 <= p.ratio <= 1.25, (p.when, p.eta_s, p.actual_s)
+    c = EPOCH_COST["lenet300"]
+    first = points[0]
+    rest = 29 * c["l2"] + 100 * c["sws"] + 200 * c["vd"] + 100 * c["vdsws"]
+    assert first.eta_s == pytest.approx(seconds["l2"][0] / c["l2"] * rest)
+    assert first.actual_s == pytest.approx(sum(map(sum, seconds.values())) - seconds["l2"][0])
+
+
+def test_eta_replay_prints_the_measurement(capsys):
+    assert eta_mod.main([LENET300_LOG, "--arch", "lenet300"]) == 0
+    out = capsys.readouterr().out
+    assert "end of l2" in out and "ETA/actual" in out and len(out.strip().split("\n")) == 9, out
+
+
+def test_epoch_budget():
+    unlimited, two = EpochBudget(None), EpochBudget(2)
+    for _ in range(5):
+        assert not unlimited.exhausted()
+        unlimited.spend()
+    assert not two.exhausted()
+    two.spend()
+    two.spend()
+    assert two.exhausted()
 
 
 @pytest.mark.parametrize("method, provided, want", [

@@ -1,0 +1,286 @@
+"""The command line of run_experiments.py: the parser (its flags in groups), the checks of the
+values, and the dispatch to a training invocation (refvbc/experiment.py) or a trade-off sweep
+(refvbc/sweep.py).
+
+Nothing else imports this module: the parsed flags become typed records (refvbc/config.py: Config,
+Invocation; sweep.SweepRequest) that the training and sweep code take. `run_experiments.py --config
+FILE` runs an invocation file instead (written by --jobs and --sweep for their child processes).
+
+Every parser refuses abbreviated flags (`--job 2` is an unknown flag, not --jobs) and reports bad
+input as one line on stderr with exit status 2.
+"""
+
+import argparse
+import sys
+
+import numpy as np
+
+from . import experiment, sweep
+from .arch import ARCHS
+from .compress.pipeline import add_clustering_arguments
+from .config import QUICK, Config, InvocationError, Invocation, invocation_from_args
+from .finetune import VARIANTS as FINETUNE_VARIANTS
+from .train import METHOD_PHASES
+
+PROG = "run_experiments.py"
+PHASE_NAMES = ("l2", "sws", "vd", "vdsws")
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser that refuses abbreviated flags and reports an error as one line on stderr
+    (exit status 2), without the usage block."""
+
+    def __init__(self, **kw):
+        super().__init__(allow_abbrev=False, **kw)
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _with_default(kw):
+    """`kw` of add_argument with "(default ...)" appended to a help text that does not show it."""
+    if "help" in kw and "%(default)" not in kw["help"]:
+        kw = dict(kw, help=kw["help"] + " (default %(default)s)")
+    return kw
+
+
+class _Route:
+    """Stands in for a parser in a function that adds flags (compress.pipeline's clustering options):
+    each flag goes to the group `where` names for it, the others to `default`; every help text shows
+    the default."""
+
+    def __init__(self, default, where):
+        self.default, self.where = default, where
+
+    def add_argument(self, *names, **kw):
+        return self.where.get(names[0], self.default).add_argument(*names, **_with_default(kw))
+
+
+def _run_control(p):
+    g = p.add_argument_group("run control")
+    g.add_argument("--arch", required=True, choices=sorted(ARCHS), help="the network (required; no default)")
+    g.add_argument("--method", default="all", choices=sorted(METHOD_PHASES),
+                   help="which Table 2 row(s) to train and compress; the phases they start from run too "
+                        "(default %(default)s: every row)")
+    g.add_argument("--seed", type=int, default=0, metavar="N",
+                   help="minibatch order, noise and initialisation (default %(default)s)")
+    g.add_argument("--out", default=None, metavar="DIR", help="run directory (default %(default)s: runs/<arch>, with "
+                                               "--quick runs/<arch>-quick, with --sweep runs/<arch>-sweep[-quick])")
+    g.add_argument("--resume", action="store_true",
+                   help="continue the run (or sweep) in --out from its checkpoint(s) (default %(default)s)")
+    g.add_argument("--quick", action="store_true",
+                   help=f"minutes-long smoke run: {QUICK['n_train']} train / {QUICK['n_test']} test images, "
+                        "1-2 epochs per phase (default %(default)s)")
+    g.add_argument("--max-epochs", type=int, default=None, metavar="N",
+                   help="stop cleanly after N epochs in this invocation, continue later with --resume "
+                        "(default %(default)s: no limit)")
+    g.add_argument("--init-from", default=None, metavar="DIR_OR_FILE",
+                   help="start from saved phase models (<phase>.npz in a directory, or one file): phases "
+                        "found there are not trained again (default %(default)s: train every phase)")
+    g.add_argument("--data", default=None, metavar="DIR",
+                   help="directory with the MNIST .gz files and SHA256SUMS (default %(default)s: data/mnist)")
+    g.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                   help="where the training steps run: the CPU, or an NVIDIA GPU through numba.cuda "
+                        "(default %(default)s)")
+    g.add_argument("--no-figures", action="store_true",
+                   help="write no PNG figures (default %(default)s)")
+    g.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="training processes at once, each single-threaded (2 uses both cores of a 2-core "
+                        "machine): with --method all the branches after L2 (sws; vd -> vdsws), with --sweep "
+                        "the retrained points (default %(default)s: one process)")
+    g.add_argument("--config", default=None, metavar="FILE",
+                   help="internal: run the invocation file FILE that --jobs and --sweep write for their "
+                        "child processes (<dir>/invocation.json); takes no other flag (default %(default)s)")
+
+
+def _hyper_parameters(p, d):
+    g = p.add_argument_group("the paper's hyper-parameters (Table 3, appendix A; docs/objective.md)")
+    g.add_argument("--epochs", type=int, default=None, metavar="N",
+                   help="epochs of every phase, overriding the --epochs-<phase> below (default %(default)s)")
+    for ph in PHASE_NAMES:
+        g.add_argument(f"--epochs-{ph}", type=int, default=None, metavar="N",
+                       help=f"epochs of phase {ph} (default %(default)s: {d.epochs[ph]}, with --quick "
+                            f"{QUICK['epochs'][ph]})")
+    g.add_argument("--batch-size", type=int, default=d.batch_size, metavar="N",
+                   help="minibatch size (default %(default)s)")
+    g.add_argument("--lr-l2", type=float, default=d.lr_l2, metavar="RATE",
+                   help="Adam rate of the L2 pretraining (default %(default)s)")
+    g.add_argument("--weight-decay", type=float, default=d.weight_decay, metavar="C",
+                   help="L2 pretraining: weight-decay coefficient (default %(default)s)")
+    for grp, v in d.lrs.items():
+        g.add_argument(f"--lr-{grp.replace('_', '-')}", type=float, default=v, metavar="RATE",
+                       help=f"Table 3 Adam rate of {grp} (default %(default)s)")
+    g.add_argument("--tau2", type=float, default=d.tau2, metavar="T",
+                   help="sws/vdsws: coefficient of the mixture term (default %(default)s)")
+    g.add_argument("--pi0", type=float, default=d.pi0, metavar="P",
+                   help="sws/vdsws: the mixture's zero component's fixed mixing proportion, in (0, 1) "
+                        "(default %(default)s)")
+    g.add_argument("--gamma-alpha", type=float, default=d.gamma_alpha, metavar="A",
+                   help="Gamma hyper-prior alpha (default %(default)s)")
+    g.add_argument("--gamma-beta", type=float, default=d.gamma_beta, metavar="B",
+                   help="Gamma hyper-prior beta (default %(default)s)")
+
+
+def _open_choices(p, d):
+    g = p.add_argument_group("the paper's open choices (docs/objective.md, 'Interpretation choices'; "
+                             "docs/ablations.md)")
+    g.add_argument("--gamma-param", choices=["rate", "scale"], default=d.gamma_param,
+                   help="read beta as a rate (mode (alpha-1)/beta) or a scale (mode (alpha-1)*beta) "
+                        "(default %(default)s)")
+    g.add_argument("--delta-mu-over", choices=["all", "survivors"], default=d.delta_mu_over,
+                   help="mixture init (Table 3's delta_mu = 2 std(w) / K): std over the weights of the start "
+                        "model that survive the alpha >= 19 pruning (vdsws), or over all of them "
+                        "(default %(default)s)")
+    return g
+
+
+def _schedules(p, d):
+    g = p.add_argument_group("schedules the paper does not state (off by default)")
+    g.add_argument("--lr-l2-decay-from", type=float, default=d.lr_l2_decay_from, metavar="FRAC",
+                   help="L2 pretraining: its Adam rate decays linearly to 0 from this fraction of the "
+                        "phase on (default %(default)s: constant)")
+    g.add_argument("--lr-decay-from", type=float, default=d.lr_decay_from, metavar="FRAC",
+                   help="sws/vdsws: Adam rates decay linearly to 0 from this fraction of the phase on "
+                        "(default %(default)s: constant)")
+    g.add_argument("--tau2-final", type=float, default=d.tau2_final, metavar="T",
+                   help="sws/vdsws: raise tau2 linearly to this value over the end of the phase "
+                        "(default %(default)s: constant tau2)")
+    g.add_argument("--tau2-ramp-from", type=float, default=d.tau2_ramp_from, metavar="FRAC",
+                   help="where the tau2 ramp starts, as a fraction of the phase (default %(default)s)")
+    g.add_argument("--mask-pruned", action="store_true",
+                   help="vdsws: weights with alpha >= 19 are zero in the training forward pass "
+                        "(default %(default)s)")
+
+
+def _beyond_the_paper(p):
+    g = p.add_argument_group("beyond the paper (rows and files labelled as such)")
+    g.add_argument("--finetune", choices=FINETUNE_VARIANTS, default="none",
+                   help="after the collapse, re-train the biases (and the cluster means) with assignments "
+                        "fixed; writes <method>-finetuned.rvbc beside the faithful file (default %(default)s)")
+    g.add_argument("--finetune-epochs", type=int, default=3, metavar="N",
+                   help="epochs of the fine-tuning (default %(default)s)")
+    g.add_argument("--finetune-lr", type=float, default=1e-4, metavar="RATE",
+                   help="Adam rate of the fine-tuning (default %(default)s)")
+
+
+def _sweep(p):
+    g = p.add_argument_group("trade-off sweep (--sweep; refvbc/sweep.py; --jobs: retrained points at once)")
+    g.add_argument("--sweep", action="store_true",
+                   help="accuracy vs compression over hyper-parameter grids, from the phase models in "
+                        "--init-from DIR (l2.npz, vd.npz); writes tradeoff.json and tradeoff.png "
+                        "(default %(default)s)")
+    D = sweep.DEFAULTS
+    g.add_argument("--sweep-methods", default=D["methods"], metavar="LIST",
+                   help="methods to sweep, of vd,sws,vdsws (default %(default)s)")
+    g.add_argument("--sweep-thresholds", default=D["thresholds"], metavar="LIST",
+                   help="VD: pruning thresholds, dropout rates in (0, 1) (default %(default)s)")
+    g.add_argument("--sweep-clusters", default=D["clusters"], metavar="LIST",
+                   help="VD: clusters of the codebook's 1-D GMM, integers >= 1 (default %(default)s)")
+    g.add_argument("--sweep-tau2", default=D["tau2"], metavar="LIST",
+                   help="SWS, VD+SWS: tau2 values >= 0 (default %(default)s)")
+    g.add_argument("--sweep-pi0", default=D["pi0"], metavar="LIST",
+                   help="SWS, VD+SWS: pi0 values in (0, 1) (default %(default)s)")
+    g.add_argument("--sweep-epochs", type=int, default=None, metavar="N",
+                   help="epochs of every retrained point (default %(default)s: the phase's, 100; fewer give "
+                        "a shorter, cheaper sweep whose points are not the full phase)")
+
+
+def build_parser():
+    """The parser of run_experiments.py (its groups: run control, the paper's hyper-parameters, its
+    open choices, schedules it does not state, beyond the paper, compression, sweep)."""
+    p = Parser(prog=PROG,
+               description="Train L2 / SWS / VD / VD+SWS on MNIST (Federici et al. 2017, Table 2), compress "
+                           "each model to a .rvbc file and report accuracy, sparsity and compression ratios.")
+    d = Config()
+    _run_control(p)
+    _hyper_parameters(p, d)
+    open_choices = _open_choices(p, d)
+    _schedules(p, d)
+    _beyond_the_paper(p)
+    compression = p.add_argument_group("compression (the clustering before the file is written; "
+                                       "refvbc/compress/pipeline.py)")
+    add_clustering_arguments(_Route(compression, {"--assign": open_choices}))
+    _sweep(p)
+    return p
+
+
+def validate(p, a):
+    """Exit with a one-line error (p.error) on a value no run can use."""
+    if a.batch_size < 1:
+        p.error(f"--batch-size must be >= 1, got {a.batch_size}")
+    for name in ["epochs"] + [f"epochs_{ph}" for ph in PHASE_NAMES]:
+        v = getattr(a, name)
+        if v is not None and v < 0:
+            p.error(f"--{name.replace('_', '-')} must be >= 0, got {v}")
+    for name in ["lr_l2"] + [f"lr_{g}" for g in Config().lrs]:
+        v = getattr(a, name)
+        if not (v >= 0 and np.isfinite(v)):
+            p.error(f"--{name.replace('_', '-')} must be a finite non-negative number, got {v}")
+    for name in ("lr_decay_from", "tau2_ramp_from", "lr_l2_decay_from"):
+        v = getattr(a, name)
+        if v is not None and not (0.0 <= v < 1.0):
+            p.error(f"--{name.replace('_', '-')} must lie in [0, 1), got {v}")
+    for name, low, what in (("gamma_alpha", 0.0, "positive"), ("gamma_beta", 0.0, "positive"),
+                            ("tau2", None, "non-negative"), ("tau2_final", None, "non-negative")):
+        v = getattr(a, name)
+        if v is not None and not (np.isfinite(v) and (v >= 0 if low is None else v > low)):
+            p.error(f"--{name.replace('_', '-')} must be a finite {what} number, got {v}")
+    if not (0.0 < a.pi0 < 1.0):
+        p.error(f"--pi0 must lie in (0, 1), got {a.pi0}")
+    if a.merge_kl is not None and not (a.merge_kl >= 0 and np.isfinite(a.merge_kl)):
+        p.error(f"--merge-kl must be a finite non-negative number, got {a.merge_kl}")
+    if a.finetune_epochs < 1 or not (a.finetune_lr > 0 and np.isfinite(a.finetune_lr)):
+        p.error("--finetune-epochs must be >= 1 and --finetune-lr a positive number")
+    _validate_processes(p, a)
+
+
+def _validate_processes(p, a):
+    if a.jobs < 1:
+        p.error(f"--jobs must be >= 1, got {a.jobs}")
+    if a.jobs > 1 and a.method != "all":
+        p.error("--jobs > 1 runs the independent branches of --method all; use it with --method all")
+    if a.jobs > 1 and a.device != "cpu":
+        p.error("--jobs > 1 runs CPU processes; use --jobs 1 with --device cuda")
+    if a.max_epochs is not None and a.max_epochs < 1:
+        p.error(f"--max-epochs must be >= 1, got {a.max_epochs}")
+    if a.device == "cuda":
+        from .kernels import cuda_available
+        ok, why = cuda_available()
+        if not ok:
+            p.error(f"--device cuda: {why}")
+
+
+def sweep_request(a, inv):
+    """The SweepRequest of parsed arguments `a` whose training settings are invocation `inv`."""
+    return sweep.SweepRequest(base=inv, methods=a.sweep_methods, thresholds=a.sweep_thresholds,
+                              clusters=a.sweep_clusters, tau2=a.sweep_tau2, pi0=a.sweep_pi0,
+                              epochs=a.sweep_epochs, quick=a.quick)
+
+
+def run_invocation_file(argv):
+    """`run_experiments.py --config FILE`: run the invocation in FILE (config.Invocation)."""
+    p = Parser(prog=f"{PROG} --config")
+    p.add_argument("--config", required=True, metavar="FILE")
+    a, rest = p.parse_known_args(argv)
+    if rest:
+        p.error(f"--config FILE takes no other flag (the file holds every setting); got {' '.join(rest)}")
+    try:
+        inv = Invocation.read(a.config)
+    except InvocationError as e:
+        p.error(str(e))
+    return experiment.run(inv, invocation_file=a.config)
+
+
+def main(argv=None):
+    """run_experiments.py with command-line arguments `argv` (default sys.argv[1:]). Returns the exit
+    status; bad flags exit with status 2 and one line on stderr."""
+    argv = sys.argv[1:] if argv is None else [str(x) for x in argv]
+    if any(t == "--config" or t.startswith("--config=") for t in argv):
+        return run_invocation_file(argv)
+    p = build_parser()
+    a = p.parse_args(argv)
+    validate(p, a)
+    inv = invocation_from_args(a, argv)
+    if a.sweep:
+        return sweep.main(sweep_request(a, inv))
+    return experiment.run(inv)
