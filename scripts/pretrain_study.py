@@ -135,8 +135,8 @@ def table(doc):
                 cells.append("-")
                 continue
             acc, cr = np.array([x[0] for x in v]), np.array([x[1] for x in v])
-            cells.append(f"{acc.mean():.2f} ± {acc.std():.2f}% @ {cr.mean():.1f}×" if m != "l2"
-                         else f"{acc.mean():.2f} ± {acc.std():.2f}%")
+            spread = f" ± {acc.std():.2f}" if len(v) > 1 else ""
+            cells.append(f"{acc.mean():.2f}{spread}%" + (f" @ {cr.mean():.1f}×" if m != "l2" else ""))
         lines.append(f"| {n} | {','.join(seeds)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
