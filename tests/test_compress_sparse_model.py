@@ -6,6 +6,7 @@ import os
 
 import numpy as np
 import pytest
+from conftest import ROOT
 
 from refvbc.compress import FormatError, compress_model, encode
 from refvbc.compress.__main__ import main
@@ -13,7 +14,6 @@ from refvbc.compress.fileformat import read_rvbc
 from refvbc.compress.sparse_model import SparseModel, dense_logits
 from refvbc.compress.synthetic import synthetic_params
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COMMITTED = ["docs/results/lenet300/vdsws.rvbc", "docs/results/lenet300/vd.rvbc",
              "docs/results/lenet5-short/vdsws.rvbc"]
 

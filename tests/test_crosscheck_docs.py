@@ -8,10 +8,10 @@ import re
 import numpy as np
 import pytest
 
+from conftest import ROOT, slow_param
 from support import xcheck_util as XU
-from refvbc import crosscheck
 
-DOC = os.path.join(os.path.dirname(__file__), os.pardir, "docs", "crosscheck.md")
+DOC = os.path.join(ROOT, "docs", "crosscheck.md")
 
 
 def doc_blocks():
@@ -36,11 +36,11 @@ def jax_loss(arrays, arch):
 
 
 @pytest.mark.parametrize("block,make_loss", [(0, torch_loss), (1, jax_loss)], ids=["pytorch", "jax"])
-@pytest.mark.parametrize("arch", ["lenet5"])  # the blocks do not depend on the architecture
+@pytest.mark.parametrize("arch", ["lenet300", slow_param("lenet5")])  # the blocks do not depend on the architecture
 def test_doc_example_writes_a_passing_file(tmp_path, monkeypatch, block, make_loss, arch):
     blocks = doc_blocks()
     assert len(blocks) == 2, f"expected the PyTorch and the JAX block in {DOC}, found {len(blocks)}"
-    arrays = crosscheck.build(arch, 0.02, XU.BATCH, XU.SEED, steps=3, with_outputs=False)
+    arrays = XU.build(arch, 0.02, steps=3, with_outputs=False)
     assert not any(k.startswith(("out/", "grad/")) or "/param/" in k for k in arrays), "inputs only"
     my_loss = make_loss(arrays, arch)
     monkeypatch.chdir(tmp_path)

@@ -15,10 +15,15 @@ from refvbc import crosscheck  # noqa: E402
 REL_TOL = 1e-7
 
 
-@pytest.mark.parametrize("arch,tau2,mask", XU.ALL_CASES, ids=XU.ALL_IDS)
+# the LeNet-5 files (full network, 5 steps) are the slow tier's; its minibatch is checked below
+JAX_CASES = [pytest.param(a, t, m, id=i, marks=[pytest.mark.slow] if a == "lenet5" else [])
+             for (a, t, m), i in zip(XU.ALL_CASES, XU.ALL_IDS)]
+
+
+@pytest.mark.parametrize("arch,tau2,mask", JAX_CASES)
 def test_verify_jax_file(tmp_path, arch, tau2, mask):
     """One file holds both: the top-level minibatch and a 5-step trajectory."""
-    inputs = crosscheck.inputs(arch, tau2, XU.BATCH, XU.SEED, steps=XU.STEPS, mask_pruned=mask)
+    inputs = XU.inputs(arch, tau2, steps=XU.STEPS, mask_pruned=mask)
     arrays = jax_spec.jax_file(inputs)
     assert arrays["step5/param/fc1.theta"].dtype == np.float64, "jax_enable_x64 is not in effect"
     code, out, err = XU.run_verify(arrays, tmp_path / "jax.npz")
@@ -28,14 +33,14 @@ def test_verify_jax_file(tmp_path, arch, tau2, mask):
 
 
 def test_verify_jax_minibatch_only(tmp_path):
-    inputs = crosscheck.inputs("lenet5", 0.02, XU.BATCH, XU.SEED)
+    inputs = XU.inputs("lenet5", 0.02)
     code, out, err = XU.run_verify(jax_spec.jax_file(inputs), tmp_path / "jax.npz")
     XU.assert_passes(code, out, err, REL_TOL, "jax lenet5 minibatch")
 
 
 def test_verify_jax_changed_adam_state(tmp_path):
     """A trajectory whose Adam second moment is off by 1e-4 at step 4: exit 1, step 4 named."""
-    inputs = crosscheck.inputs("lenet300", 0.02, XU.BATCH, XU.SEED, steps=XU.STEPS)
+    inputs = XU.inputs("lenet300", 0.02, steps=XU.STEPS)
     arrays = XU.perturb_largest(jax_spec.jax_file(inputs), "step4/adam.v/fc2.theta", 1e-4)
     code, out, _ = XU.run_verify(arrays, tmp_path / "jax.npz")
     last = out.splitlines()[-1]
@@ -43,7 +48,7 @@ def test_verify_jax_changed_adam_state(tmp_path):
 
 
 def test_verify_jax_float32(tmp_path):
-    inputs = crosscheck.inputs("lenet300", 0.02, XU.BATCH, XU.SEED, steps=XU.STEPS)
+    inputs = XU.inputs("lenet300", 0.02, steps=XU.STEPS)
     arrays = jax_spec.jax_file(inputs, dtype="float32")
     assert arrays["step1/grad/fc1.theta"].dtype == np.float32
     code, out, err = XU.run_verify(arrays, tmp_path / "jax32.npz")

@@ -6,11 +6,10 @@ Optional: skipped when torch is not installed.
 """
 
 import math
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+from conftest import slow_param
 
 torch = pytest.importorskip("torch")
 torch.set_num_threads(1)  # tiny tensors; the test machine's cores are shared
@@ -51,11 +50,11 @@ _CACHE = {}
 
 
 def exported(arch_name, tau2, mask=False):
+    """refvbc's file (support.xcheck_util.build, shared with the other cross-check modules) and the
+    torch recomputation of it."""
     key = (arch_name, tau2, mask)
     if key not in _CACHE:
-        from refvbc import crosscheck
-
-        arrays = crosscheck.build(arch_name, tau2, BATCH, SEED, mask_pruned=mask)
+        arrays = XU.build(arch_name, tau2, mask_pruned=mask)
         _CACHE[key] = (arrays, torch_spec.spec_loss(arrays, return_aux=True))
     return _CACHE[key]
 
@@ -266,14 +265,17 @@ def test_write_roundtrip(tmp_path):
         assert np.array_equal(grads[n], ref[2][n]), f"grad {n} changed through write/read"
 
 
+@pytest.mark.parametrize("runner", ["in-process", slow_param("subprocess")])
 @pytest.mark.parametrize("mask", [False, True], ids=["", "mask"])
-def test_cli_matches_build(tmp_path, mask):
+def test_cli_matches_build(tmp_path, mask, runner):
+    """The exporter's command line (crosscheck.main here; the real `python -m refvbc.crosscheck` in the
+    slow tier) writes what build() returns."""
     arrays, _ = exported("lenet300", 0.02, mask)
     path = tmp_path / "cli.npz"
-    cmd = [sys.executable, "-m", "refvbc.crosscheck", "--arch", "lenet300", "--tau2", "0.02",
-           "--batch", str(BATCH), "--seed", str(SEED), "--out", str(path)] + ["--mask-pruned"] * mask
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, f"CLI failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+    args = ["--arch", "lenet300", "--tau2", "0.02", "--batch", BATCH, "--seed", SEED,
+            "--out", path] + ["--mask-pruned"] * mask
+    code, out, err = XU.run_command(args, runner)
+    assert code == 0, f"CLI failed ({code}):\n{out}\n{err}"
     with np.load(path) as f:
         loaded = {k: f[k] for k in f.files}
     assert set(loaded) == set(arrays), f"CLI keys differ: {sorted(set(loaded) ^ set(arrays))}"
@@ -412,17 +414,20 @@ _TORCH_FILES = {}
 
 def torch_file(arch_name, tau2, steps, dtype=torch.float64, mask=False):
     """A complete file written by PyTorch from refvbc's exported inputs (outputs all PyTorch's)."""
-    from refvbc import crosscheck
-
     key = (arch_name, tau2, steps, dtype, mask)
     if key not in _TORCH_FILES:
-        inputs = crosscheck.inputs(arch_name, tau2, XU.BATCH, XU.SEED, steps=steps, mask_pruned=mask)
+        inputs = XU.inputs(arch_name, tau2, steps=steps, mask_pruned=mask)
         _TORCH_FILES[key] = torch_spec.spec_file(inputs, dtype)
     return _TORCH_FILES[key]
 
 
-@pytest.mark.parametrize("steps", [0, XU.STEPS], ids=["minibatch", f"{XU.STEPS}-steps"])
-@pytest.mark.parametrize("arch_name,tau2,mask", ALL_CASES, ids=ALL_IDS)
+# the LeNet-5 trajectories (full network, 5 steps) are the slow tier's; every other case is the fast one's
+FILE_CASES = [pytest.param(a, t, m, s, id=f"{i}-{'minibatch' if s == 0 else f'{s}-steps'}",
+                           marks=[pytest.mark.slow] if (a, s) == ("lenet5", XU.STEPS) else [])
+              for s in (0, XU.STEPS) for (a, t, m), i in zip(ALL_CASES, ALL_IDS)]
+
+
+@pytest.mark.parametrize("arch_name,tau2,mask,steps", FILE_CASES)
 def test_verify_torch_file(tmp_path, arch_name, tau2, mask, steps):
     """verify passes a PyTorch-written file at rtol 1e-7 (a minibatch, or a trajectory of 5
     torch.optim.Adam steps with the Table-3 per-group learning rates); with the mask, no weight
@@ -457,13 +462,14 @@ def test_verify_torch_file_key_removed(tmp_path, arch_name):
     assert err.count("\n") == 1 and err.rstrip().endswith("missing 1 key: grad/fc2.bias"), repr(err)
 
 
-def test_verify_torch_float32_trajectory(tmp_path):
+@pytest.mark.parametrize("arch_name", ["lenet300", slow_param("lenet5")])
+def test_verify_torch_float32_trajectory(tmp_path, arch_name):
     """A float32 PyTorch trajectory passes at the float32 default --rtol, with the note."""
     from refvbc.crosscheck import verify as V
 
-    arrays = torch_file("lenet5", 0.02, XU.STEPS, torch.float32)
+    arrays = torch_file(arch_name, 0.02, XU.STEPS, torch.float32)
     assert arrays["step3/param/fc1.theta"].dtype == np.float32
     code, out, err = XU.run_verify(arrays, tmp_path / "torch32.npz")
-    worst = XU.assert_passes(code, out, err, V.RTOL[np.dtype(np.float32)], "torch float32 lenet5")
+    worst = XU.assert_passes(code, out, err, V.RTOL[np.dtype(np.float32)], f"torch float32 {arch_name}")
     assert "note: float32 file" in out
     assert worst[1] > 1e-9, f"float32 file suspiciously exact ({worst}): is it float64?"

@@ -2,29 +2,24 @@
 exit 0 on agreement, 1 naming the first tensor (and step) that differs, 2 with a one-line message for
 a file that is not a cross-check file; float32 files and the measured float32 drift bound."""
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
+from conftest import slow_param
 
 from refvbc import crosscheck
 from refvbc.crosscheck import verify as V
+from support import xcheck_util as XU
 from support.xcheck_util import BATCH, CASE_IDS, CASES, SEED, STEPS, perturb_largest, run_verify, \
     run_verify_path, tensor_errors
 
-_CACHE = {}
-
 
 def exported(arch, tau2=0.02, steps=0, dtype="float64"):
-    key = (arch, tau2, steps, dtype)
-    if key not in _CACHE:
-        _CACHE[key] = crosscheck.build(arch, tau2, BATCH, SEED, steps=steps, dtype=dtype)
-    return _CACHE[key]
+    """refvbc's own file (built once per process, shared with the other cross-check modules)."""
+    return XU.build(arch, tau2, steps=steps, dtype=dtype)
 
 
-@pytest.mark.parametrize("arch", ["lenet300", "lenet5"])
-@pytest.mark.parametrize("steps", [0, STEPS])
+@pytest.mark.parametrize("arch,steps", [("lenet300", 0), ("lenet5", 0), ("lenet300", STEPS),
+                                        slow_param("lenet5", STEPS)])
 def test_own_file_passes(tmp_path, arch, steps):
     arrays = exported(arch, steps=steps)
     code, out, err = run_verify(arrays, tmp_path / "cc.npz")
@@ -161,9 +156,11 @@ def test_unreadable_file_exit2(tmp_path, make, want):
     assert code == 2 and len(lines) == 1 and want in lines[0], f"exit {code}, stderr {err!r}"
 
 
-def test_cli_subprocess_exit_codes(tmp_path):
-    """The real command line: exit 2 with one line and no traceback for a removed key, 1 for a
-    changed gradient entry, 0 for the file as written."""
+@pytest.mark.parametrize("runner", ["in-process", slow_param("subprocess")])
+def test_cli_exit_codes(tmp_path, runner):
+    """The command line (crosscheck.main here; the real `python -m refvbc.crosscheck verify` in the
+    slow tier): exit 2 with one line and no traceback for a removed key, 1 for a changed gradient
+    entry, 0 for the file as written."""
     arrays = exported("lenet300")
     cases = {"ok.npz": (arrays, 0), "changed.npz": (perturb_largest(arrays, "grad/fc2.theta"), 1)}
     removed = dict(arrays)
@@ -171,15 +168,14 @@ def test_cli_subprocess_exit_codes(tmp_path):
     cases["removed.npz"] = (removed, 2)
     for name, (a, want) in cases.items():
         np.savez(tmp_path / name, **a)
-        proc = subprocess.run([sys.executable, "-m", "refvbc.crosscheck", "verify", str(tmp_path / name)],
-                              capture_output=True, text=True, timeout=300)
-        assert proc.returncode == want, f"{name}: expected exit {want}, got {proc.returncode}\n{proc.stderr}"
-        assert "Traceback" not in proc.stderr, f"{name}: traceback\n{proc.stderr}"
+        code, out, err = run_verify_path(tmp_path / name, runner=runner)
+        assert code == want, f"{name}: expected exit {want}, got {code}\n{err}"
+        assert "Traceback" not in err, f"{name}: traceback\n{err}"
         if want == 2:
-            assert proc.stderr.strip() == (f"error: {tmp_path / name} is not a valid cross-check file: "
-                                           "missing 1 key: grad/fc2.theta"), proc.stderr
+            assert err.strip() == (f"error: {tmp_path / name} is not a valid cross-check file: "
+                                   "missing 1 key: grad/fc2.theta"), err
         if want == 1:
-            assert "grad/fc2.theta" in proc.stdout.splitlines()[-1], proc.stdout.splitlines()[-1]
+            assert "grad/fc2.theta" in out.splitlines()[-1], out.splitlines()[-1]
 
 
 def test_trajectory_without_top_level_minibatch(tmp_path):
@@ -215,7 +211,7 @@ def test_float32_drift_bound(arch, tau2):
     """The documented bounds (docs/crosscheck.md "float32"): one minibatch (loss, logits, gradients
     from identical float32 inputs) <= FLOAT32_DRIFT["minibatch"]; every tensor of 5 Adam steps <=
     FLOAT32_DRIFT["steps"]; both below the float32 default --rtol."""
-    arrays = crosscheck.build(arch, tau2, 8, 0, steps=STEPS, dtype="float32")
+    arrays = XU.build(arch, tau2, 8, 0, steps=STEPS, dtype="float32")
     layout = crosscheck.check(arrays)
     assert layout.dtype == np.float32
     ref = crosscheck.outputs(arrays, arch, STEPS, dtype=np.float64)
@@ -248,7 +244,7 @@ def test_float32_file_note_and_default_rtol(tmp_path):
 def test_wrong_optimizer_setting_is_caught(tmp_path, key, value, first):
     """A trajectory computed with one Adam setting different from what the file's config says
     (learning rate of one group, beta2, eps) fails at step 1, in the tensor that setting moves."""
-    arrays = crosscheck.build("lenet300", 0.02, BATCH, SEED, steps=2, with_outputs=False)
+    arrays = XU.build("lenet300", 0.02, steps=2, with_outputs=False)
     wrong = dict(arrays, **{key: np.array(value)})
     arrays.update(crosscheck.outputs(wrong, "lenet300", 2))
     code, out, _ = run_verify(arrays, tmp_path / "cc.npz")
@@ -263,7 +259,7 @@ def test_mask_pruned_key(tmp_path):
     old = {k: v for k, v in exported("lenet300").items() if k != "config/mask_pruned"}
     code, out, err = run_verify(old, tmp_path / "old.npz")
     assert code == 0 and "note:" not in out, f"file without config/mask_pruned: exit {code}\n{err}{out[:300]}"
-    arrays = crosscheck.build("lenet300", 0.02, BATCH, SEED, with_outputs=False, mask_pruned=True)
+    arrays = XU.build("lenet300", 0.02, with_outputs=False, mask_pruned=True)
     arrays.update(crosscheck.outputs(dict(arrays, **{"config/mask_pruned": np.array(0)}), "lenet300", 0))
     code, out, _ = run_verify(arrays, tmp_path / "unmasked.npz")
     lines = out.splitlines()

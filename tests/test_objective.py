@@ -3,6 +3,7 @@ parameter, for both architectures and every phase; float32 runs through the same
 import numpy as np
 import pytest
 
+from conftest import phase_coefs, phase_params
 from support.gradcheck import assert_directional
 from refvbc import models, priors
 from refvbc.arch import INPUT_SHAPES, get_arch
@@ -11,31 +12,16 @@ from refvbc.phases import PHASES
 
 
 def setup(arch, phase, batch=3, seed=0):
-    """Moderate float64 parameters (log alpha in [-8, 1], perturbed mixture) and a real batch.
+    """Moderate float64 parameters (conftest.phase_params: log alpha in [-8, 1], perturbed mixture), a
+    real batch and the phase's coefficients (conftest.phase_coefs).
     The extreme branch-covering parameters of the cross-check export are tested against PyTorch in
     test_crosscheck_torch.py; finite differences need smoother ground."""
     rng = np.random.default_rng(seed)
-    params = models.init_params(arch, rng, dtype=np.float64)
-    flat = np.concatenate([params[k].ravel() for k in models.weight_keys(arch)])
-    mu, ll, lp = priors.mixture_init(flat, dtype=np.float64)
-    params["gmm.mu"] = mu + np.r_[0.0, rng.normal(0, 0.1 * np.abs(mu[1:]).min(), mu.size - 1)]
-    params["gmm.log_lambda"] = ll + rng.normal(0, 0.3, ll.size)
-    params["gmm.log_pi"] = lp + np.r_[0.0, rng.normal(0, 0.5, lp.size - 1)]
-    for layer in get_arch(arch):
-        th = params[f"{layer.name}.theta"]
-        params[f"{layer.name}.log_sigma2"] = rng.uniform(-8, 1, th.shape) + np.log(th ** 2 + 1e-8)
+    params = phase_params(arch, phase, rng)
     x = rng.random((batch,) + INPUT_SHAPES[arch])
     y = rng.integers(0, 10, batch)
-    noise = models.draw_noise(arch, batch, rng, np.float64)
-    if phase in ("l2", "sws"):
-        params = {k: v for k, v in params.items() if not k.endswith("log_sigma2")}
-        noise = None
-    if phase in ("l2", "vd"):
-        params = {k: v for k, v in params.items() if not k.startswith("gmm.")}
-    spec = PHASES[phase]  # the coefficients of the phase table (weight decay larger, to be seen)
-    coefs = dict(tau1=1.0 if spec.variational else 0.0, tau2=0.02 if spec.mixture else 0.0,
-                 weight_decay=1e-3 if spec.weight_decay else 0.0, n_data=60000.0)
-    return params, x, y, noise, coefs
+    noise = models.draw_noise(arch, batch, rng, np.float64) if PHASES[phase].variational else None
+    return params, x, y, noise, phase_coefs(phase)
 
 
 @pytest.mark.parametrize("arch", ["lenet300", "lenet5"])
