@@ -30,7 +30,9 @@ TINY = dict(n_train=200, n_test=200, epochs={"l2": 1, "sws": 1, "vd": 1, "vdsws"
 PHASES = ("l2", "sws", "vd", "vdsws")
 
 
-def run(args, timeout=600):
+def run(args, timeout=1800):
+    """run_experiments.py ARGS in a single-threaded subprocess (a --quick run takes ~1 min on an idle
+    machine; the timeout leaves room for a loaded one)."""
     return run_cli(args, timeout=timeout, env=ENV)
 
 

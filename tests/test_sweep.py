@@ -54,7 +54,7 @@ def sweep_args(phase_dir, out, *extra):
 
 
 def run_sweep(args):
-    p = run_cli(args, timeout=900, env=ENV)
+    p = run_cli(args, timeout=1800, env=ENV)
     assert p.returncode == 0, p.stdout + p.stderr
     return p.stdout
 
