@@ -394,7 +394,7 @@ def run(dirs, readme=None, mode="print", out=sys.stdout, err=sys.stderr):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m refvbc.tables",
+    p = argparse.ArgumentParser(prog="python -m refvbc.tables", allow_abbrev=False,
                                 description="Table 2 beside the paper's, from the committed results.json "
                                             "files, written between markers in the README and each "
                                             "result directory's README.md")

@@ -50,9 +50,10 @@ def load_params_npz(path, arch=None, with_pi0=False):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m refvbc.compress", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m refvbc.compress", description=__doc__.split("\n")[0],
+                                allow_abbrev=False)
     sub = p.add_subparsers(dest="cmd", required=True)
-    e = sub.add_parser("encode", help="compress PARAMS.npz into OUT.rvbc")
+    e = sub.add_parser("encode", allow_abbrev=False, help="compress PARAMS.npz into OUT.rvbc")
     e.add_argument("params")
     e.add_argument("out")
     e.add_argument("--arch", default=None)
@@ -68,19 +69,19 @@ def main(argv=None):
     e.add_argument("--prune-threshold", type=float, default=DROPOUT_THRESHOLD,
                    help="vd/vdsws: prune weights whose dropout rate is at least this (default %(default)s)")
     add_clustering_arguments(e)
-    d = sub.add_parser("decode", help="write the decoded full-shape parameters to OUT.npz")
+    d = sub.add_parser("decode", allow_abbrev=False, help="write the decoded full-shape parameters to OUT.npz")
     d.add_argument("rvbc")
     d.add_argument("out")
-    v = sub.add_parser("eval", help="test accuracy of IN.rvbc on MNIST")
+    v = sub.add_parser("eval", allow_abbrev=False, help="test accuracy of IN.rvbc on MNIST")
     v.add_argument("rvbc")
     v.add_argument("--data", default=None, help="MNIST folder (default: the bundled data/mnist)")
-    i = sub.add_parser("info", help="print the accounting of IN.rvbc")
+    i = sub.add_parser("info", allow_abbrev=False, help="print the accounting of IN.rvbc")
     i.add_argument("rvbc")
-    r = sub.add_parser("run", help="test accuracy of the sparse model built straight from IN.rvbc")
+    r = sub.add_parser("run", allow_abbrev=False, help="test accuracy of the sparse model built straight from IN.rvbc")
     r.add_argument("rvbc")
     r.add_argument("--batch", type=int, default=1000, help="images per forward call (default 1000)")
     r.add_argument("--data", default=None, help="MNIST folder (default: the bundled data/mnist)")
-    b = sub.add_parser("bench", help="sparse model against the dense decoded one, measured interleaved")
+    b = sub.add_parser("bench", allow_abbrev=False, help="sparse model against the dense decoded one, measured interleaved")
     b.add_argument("rvbc")
     b.add_argument("--json", default=None, help="also write the figures to this JSON file")
     b.add_argument("--data", default=None, help="MNIST folder (default: the bundled data/mnist)")

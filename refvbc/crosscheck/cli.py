@@ -15,7 +15,7 @@ USAGE = __doc__.split("\n\n")[1]
 
 
 def _export(argv):
-    p = argparse.ArgumentParser(prog="python -m refvbc.crosscheck [export]",
+    p = argparse.ArgumentParser(prog="python -m refvbc.crosscheck [export]", allow_abbrev=False,
                                 description="Write a cross-check file (docs/crosscheck.md) computed by refvbc.",
                                 epilog="To check a file another framework wrote: python -m refvbc.crosscheck verify "
                                        "FILE.npz [--rtol R]")
@@ -53,7 +53,7 @@ def _export(argv):
 
 
 def _verify(argv):
-    p = argparse.ArgumentParser(prog="python -m refvbc.crosscheck verify",
+    p = argparse.ArgumentParser(prog="python -m refvbc.crosscheck verify", allow_abbrev=False,
                                 description="Recompute a cross-check file with refvbc in float64 and compare "
                                             "every output tensor. Exit 0 agree, 1 differ, 2 invalid file.")
     p.add_argument("file", help="a cross-check .npz written by any framework")
