@@ -34,6 +34,13 @@ def slow_param(*values, id=None):
     return pytest.param(*values, id=id, marks=pytest.mark.slow)
 
 
+def tiered(cases, ids, is_slow):
+    """The cases of a parametrization (tuples, with their ids) as pytest.param, those for which
+    is_slow(*case) is true marked `slow`."""
+    return [pytest.param(*case, id=i, marks=[pytest.mark.slow] if is_slow(*case) else [])
+            for case, i in zip(cases, ids)]
+
+
 @pytest.fixture
 def rng():
     """A fixed-seed generator for tests that need random inputs."""

@@ -2,14 +2,15 @@
 implementation of docs/objective.md (tests/support/torch_spec.py), plus self-checks of that
 implementation (autograd vs central differences, prior formulas vs scipy).
 
-Optional: skipped when torch is not installed.
+Optional: skipped when torch is not installed. The fast tier checks every LeNet-300-100 case and one
+LeNet-5 case (FAST_LENET5); the other full-network LeNet-5 cases and trajectories run with -m slow.
 """
 
 import math
 
 import numpy as np
 import pytest
-from conftest import slow_param
+from conftest import slow_param, tiered
 
 torch = pytest.importorskip("torch")
 torch.set_num_threads(1)  # tiny tensors; the test machine's cores are shared
@@ -22,6 +23,13 @@ from support import xcheck_util as XU  # noqa: E402
 from support.xcheck_util import ALL_CASES, ALL_IDS, BATCH, MASK_CASES, SEED  # noqa: E402
 
 REL_TOL = 1e-7
+
+# Tiers: the fast one checks every LeNet-300-100 case and one LeNet-5 case, tau2 = 0.02 with the mask
+# (conv layers, mixture and mask at once); the other LeNet-5 cases (full network) are the slow tier's.
+FAST_LENET5 = (0.02, True)
+CASES = tiered(ALL_CASES, ALL_IDS, lambda a, t, m: a == "lenet5" and (t, m) != FAST_LENET5)
+MASK_IDS = [f"{a}-tau2={t}" for a, t in MASK_CASES]
+MASK_TIERED = tiered(MASK_CASES, MASK_IDS, lambda a, t: a == "lenet5" and (t, True) != FAST_LENET5)
 # entries of the fixed mixture component (spec "Terms"): their gradient must be exactly zero
 FIXED_ENTRIES = {"gmm.mu": 0, "gmm.log_pi": 0}
 
@@ -59,7 +67,7 @@ def exported(arch_name, tau2, mask=False):
     return _CACHE[key]
 
 
-@pytest.mark.parametrize("arch_name,tau2,mask", ALL_CASES, ids=ALL_IDS)
+@pytest.mark.parametrize("arch_name,tau2,mask", CASES)
 def test_keys_shapes_dtypes(arch_name, tau2, mask):
     arrays, _ = exported(arch_name, tau2, mask)
     names = param_names(arch_name)
@@ -102,7 +110,7 @@ def test_keys_shapes_dtypes(arch_name, tau2, mask):
     assert float(arrays["param/gmm.mu"][0]) == 0.0, f"gmm.mu[0]: expected 0, got {arrays['param/gmm.mu'][0]}"
 
 
-@pytest.mark.parametrize("arch_name,tau2,mask", ALL_CASES, ids=ALL_IDS)
+@pytest.mark.parametrize("arch_name,tau2,mask", CASES)
 def test_matches_torch(arch_name, tau2, mask):
     arrays, (loss, logits, grads, _) = exported(arch_name, tau2, mask)
     errors = []
@@ -135,7 +143,7 @@ def test_matches_torch(arch_name, tau2, mask):
     assert not errors, "exported file differs from the torch recomputation:\n" + "\n".join(errors)
 
 
-@pytest.mark.parametrize("arch_name,tau2,mask", ALL_CASES, ids=ALL_IDS)
+@pytest.mark.parametrize("arch_name,tau2,mask", CASES)
 def test_exercises_branches(arch_name, tau2, mask):
     """The spec's "Cross-check file": log alpha inside and outside the clip, ReLU inputs away from 0,
     weights near several mixture components (plus: no max-pool ties that matter)."""
@@ -180,7 +188,7 @@ def test_exercises_branches(arch_name, tau2, mask):
 TERM_RESOLVE = 1e-5  # a term this size of a tensor's gradient shows a 1% error of it at REL_TOL
 
 
-@pytest.mark.parametrize("arch_name,tau2,mask", ALL_CASES, ids=ALL_IDS)
+@pytest.mark.parametrize("arch_name,tau2,mask", CASES)
 def test_terms_resolvable(arch_name, tau2, mask):
     """Every loss term that depends on a parameter tensor must be large enough in that tensor's total
     gradient for the per-tensor comparison at REL_TOL to detect an error in it.  With the mask, the
@@ -227,7 +235,7 @@ def log_alpha_margin(arrays, arch_name, prefix="param/"):
     return margin
 
 
-@pytest.mark.parametrize("arch_name,tau2", MASK_CASES, ids=[f"{a}-tau2={t}" for a, t in MASK_CASES])
+@pytest.mark.parametrize("arch_name,tau2", MASK_TIERED)
 def test_mask_case_prunes_every_layer(arch_name, tau2):
     """A mask_pruned file: in every layer 20-60% of the weights pruned (some with log alpha inside the
     clip range, where KL_VD passes a gradient) and the rest kept, none within 0.5 of log 19; and the
@@ -421,10 +429,13 @@ def torch_file(arch_name, tau2, steps, dtype=torch.float64, mask=False):
     return _TORCH_FILES[key]
 
 
-# the LeNet-5 trajectories (full network, 5 steps) are the slow tier's; every other case is the fast one's
-FILE_CASES = [pytest.param(a, t, m, s, id=f"{i}-{'minibatch' if s == 0 else f'{s}-steps'}",
-                           marks=[pytest.mark.slow] if (a, s) == ("lenet5", XU.STEPS) else [])
-              for s in (0, XU.STEPS) for (a, t, m), i in zip(ALL_CASES, ALL_IDS)]
+# Fast tier: every minibatch case of CASES' fast tier and one trajectory, LeNet-300-100 at tau2 = 0.02
+# with the mask (tests/test_crosscheck_jax.py checks all four LeNet-300-100 trajectories in the fast
+# tier); the other trajectories (LeNet-5: full network, 5 steps) are the slow tier's.
+FILE_CASES = tiered([(a, t, m, s) for s in (0, XU.STEPS) for a, t, m in ALL_CASES],
+                    [f"{i}-{'minibatch' if s == 0 else f'{s}-steps'}" for s in (0, XU.STEPS) for i in ALL_IDS],
+                    lambda a, t, m, s: (a == "lenet5" and (t, m) != FAST_LENET5) if s == 0
+                    else (a, t, m) != ("lenet300", 0.02, True))
 
 
 @pytest.mark.parametrize("arch_name,tau2,mask,steps", FILE_CASES)

@@ -4,7 +4,7 @@ a file that is not a cross-check file; float32 files and the measured float32 dr
 
 import numpy as np
 import pytest
-from conftest import slow_param
+from conftest import slow_param, tiered
 
 from refvbc import crosscheck
 from refvbc.crosscheck import verify as V
@@ -206,7 +206,7 @@ def test_export_alias_and_trajectory_cli(tmp_path):
 # float32: refvbc's own float32 path against its float64 reference, from the same inputs
 # ---------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("arch,tau2", CASES, ids=CASE_IDS)
+@pytest.mark.parametrize("arch,tau2", tiered(CASES, CASE_IDS, lambda a, t: a == "lenet5"))  # LeNet-5: slow tier
 def test_float32_drift_bound(arch, tau2):
     """The documented bounds (docs/crosscheck.md "float32"): one minibatch (loss, logits, gradients
     from identical float32 inputs) <= FLOAT32_DRIFT["minibatch"]; every tensor of 5 Adam steps <=
