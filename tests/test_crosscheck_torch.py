@@ -431,7 +431,7 @@ def torch_file(arch_name, tau2, steps, dtype=torch.float64, mask=False):
 
 # Fast tier: every minibatch case of CASES' fast tier and one trajectory, LeNet-300-100 at tau2 = 0.02
 # with the mask (tests/test_crosscheck_jax.py checks all four LeNet-300-100 trajectories in the fast
-# tier); the other trajectories (LeNet-5: full network, 5 steps) are the slow tier's.
+# tier); the other trajectories (three of LeNet-300-100, the four of LeNet-5) are the slow tier's.
 FILE_CASES = tiered([(a, t, m, s) for s in (0, XU.STEPS) for a, t, m in ALL_CASES],
                     [f"{i}-{'minibatch' if s == 0 else f'{s}-steps'}" for s in (0, XU.STEPS) for i in ALL_IDS],
                     lambda a, t, m, s: (a == "lenet5" and (t, m) != FAST_LENET5) if s == 0
