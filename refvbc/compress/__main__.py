@@ -50,8 +50,7 @@ def load_params_npz(path, arch=None, with_pi0=False):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m refvbc.compress", description=__doc__.split("\n")[0],
-                                allow_abbrev=False)
+    p = argparse.ArgumentParser(prog="python -m refvbc.compress", description=__doc__.split("\n")[0], allow_abbrev=False)
     sub = p.add_subparsers(dest="cmd", required=True)
     e = sub.add_parser("encode", allow_abbrev=False, help="compress PARAMS.npz into OUT.rvbc")
     e.add_argument("params")
