@@ -134,11 +134,22 @@ def _open_choices(p, d):
     return g
 
 
+def _fraction_or_none(text):
+    """argparse type: a float, or None for the word 'none'."""
+    if text.strip().lower() == "none":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1) or 'none', got {text!r}") from None
+
+
 def _schedules(p, d):
-    g = p.add_argument_group("schedules the paper does not state (off by default)")
-    g.add_argument("--lr-l2-decay-from", type=float, default=d.lr_l2_decay_from, metavar="FRAC",
-                   help="L2 pretraining: its Adam rate decays linearly to 0 from this fraction of the "
-                        "phase on (default %(default)s: constant)")
+    g = p.add_argument_group("schedules the paper does not state (off by default, except the L2 "
+                             "pre-training's decay: docs/objective.md item 12)")
+    g.add_argument("--lr-l2-decay-from", type=_fraction_or_none, default=d.lr_l2_decay_from, metavar="FRAC",
+                   help="L2 pre-training: its Adam rate decays linearly to 0 from this fraction of the "
+                        "phase on; 'none' keeps it constant (default %(default)s)")
     g.add_argument("--lr-decay-from", type=float, default=d.lr_decay_from, metavar="FRAC",
                    help="sws/vdsws: Adam rates decay linearly to 0 from this fraction of the phase on "
                         "(default %(default)s: constant)")

@@ -37,11 +37,11 @@ class Config:
     method: str = "all"
     seed: int = 0
     batch_size: int = 100
-    epochs: dict = field(default_factory=lambda: {"l2": 30, "sws": 100, "vd": 200, "vdsws": 100})
+    epochs: dict = field(default_factory=lambda: {"l2": 100, "sws": 100, "vd": 200, "vdsws": 100})
     lrs: dict = field(default_factory=lambda: dict(TABLE3_LR))
     lr_l2: float = 1e-3
     weight_decay: float = 5e-4
-    lr_l2_decay_from: object = None  # l2 phase: its Adam rate decays linearly to 0 from this fraction on
+    lr_l2_decay_from: object = 0.5  # l2 phase: its Adam rate decays linearly to 0 from this fraction on
     tau1: float = 1.0
     tau2: float = 0.02
     log_sigma2_init: float = -10.0
@@ -71,7 +71,7 @@ class Config:
 
 
 # settings whose default changed after checkpoints without them were written: the value those runs used
-LEGACY_DEFAULTS = {"delta_mu_over": "all"}
+LEGACY_DEFAULTS = {"delta_mu_over": "all", "lr_l2_decay_from": None}
 # settings that only some phases read: a difference in one of them matters only to a run that trains one
 # of those phases (--resume, sweep points). Δμ's reading: from the deterministic l2 model (SWS) both are one
 PHASE_SETTINGS = {"delta_mu_over": ("vdsws",), "lr_l2": ("l2",), "weight_decay": ("l2",),
