@@ -41,6 +41,14 @@ PHASE_IDS = {k: p.id for k, p in PHASES.items()}
 METHOD_PHASES = {m: method_phases(m) for m in tuple(PHASES) + ("all",)}
 
 
+def lineage(phase):
+    """`phase` and the phases its model starts from, back to the first (vdsws -> [vdsws, vd, l2])."""
+    out = [phase]
+    while PHASES[out[-1]].start:
+        out.append(PHASES[out[-1]].start)
+    return out
+
+
 class RunError(RuntimeError):
     """A run directory or checkpoint that cannot be used as asked."""
 
@@ -363,20 +371,56 @@ class Run:
                 return None
             finals[phase] = params
             eta.done(phase)
-            state = None
+            if state is not None and not state[0].get("carried"):
+                state = None  # the checkpoint's phase is done: later phases start afresh
         return finals
 
     def _state_to_resume(self, resume):
         """The checkpoint to continue (meta, params, adam), or None for a fresh run; RunError when the
-        directory holds a run and `resume` is False."""
+        directory holds a run and `resume` is False. On --resume without a checkpoint, the finished
+        phase models in the directory (a run carried to another machine without its checkpoint) stand
+        for one taken after the last of them (`_carried_state`)."""
         if os.path.exists(self.ckpt) or os.path.exists(self.ckpt_prev):
             if not resume:
                 raise RunError(f"{self.out} already holds a run (checkpoint.npz); pass --resume to "
                                "continue it or choose another --out")
             return self._read_checkpoint()
         if resume:
+            state = self._carried_state()
+            if state is not None:
+                return state
             self.log(f"# --resume: no checkpoint in {self.out}, starting from scratch")
         return None
+
+    def _carried_state(self):
+        """(meta, None, None) standing for a checkpoint taken at the end of the last phase (in training
+        order) whose <phase>.npz is in the run directory, or None when there is none; every phase with
+        its file there is then taken as finished (_finished_earlier). Each such file
+        must record this run's settings (`config/json`, written by _save_phase) and its epochs;
+        otherwise RunError names the difference."""
+        done, order = None, self.cfg.phases()
+        for phase in order:
+            path = self.phase_file(phase)
+            if phase in self.cfg.init_sha256 or not os.path.exists(path):
+                continue  # given by --init-from, or not finished
+            f = load_npz(path, "phase model")
+            if "config/json" not in f:
+                raise RunError(f"--resume: {path} does not record the settings it was made with (a file "
+                               "from before they were recorded); move it away or pass it with --init-from")
+            saved = {**asdict(Config()), **LEGACY_DEFAULTS, **json.loads(str(f["config/json"]))}
+            mine = asdict(self.cfg)
+            diff = [k for k in mine if k not in ("epochs", "init_sha256") and saved.get(k) != mine[k]
+                    and setting_matters(k, lineage(phase))]
+            if any(saved["epochs"].get(p) != self.cfg.epochs[p] for p in lineage(phase)):
+                diff.append("epochs")
+            if diff:
+                raise RunError(f"--resume: {path} was made with other settings: " + ", ".join(
+                    f"{k}: file {saved.get(k)!r} vs now {mine[k]!r}" for k in diff))
+            done = phase
+        if done is None:
+            return None
+        self.log(f"# --resume: no checkpoint in {self.out}; its phase models up to {done} are taken as finished")
+        return {"phase": done, "epoch": self.cfg.epochs[done], "history": [], "carried": True}, None, None
 
     def _provided(self, provided):
         """The phase models given by --init-from as finals, each saved as <phase>.npz in the run
@@ -450,7 +494,7 @@ class Run:
     def _save_phase(self, phase, params, history):
         """<phase>.npz: the final params with the phase's epoch history (and pi0 for the compressor's
         argmax in mixture phases: python -m refvbc.compress)."""
-        extra = {"history": np.array(json.dumps(history))}
+        extra = {"history": np.array(json.dumps(history)), "config/json": np.array(json.dumps(asdict(self.cfg)))}
         if PHASES[phase].mixture:
             extra["config/pi0"] = np.array(self.cfg.pi0)
         save_params(self.phase_file(phase), self.cfg.arch, params, phase=phase, extra=extra)

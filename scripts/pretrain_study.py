@@ -2,7 +2,7 @@
 """The pre-training study of docs/ablations.md: which L2 phase every other LeNet-300-100 row starts from.
 
     python scripts/pretrain_study.py l2    --out runs/pretrain --jobs 2
-    python scripts/pretrain_study.py chain --out runs/pretrain --jobs 2 --candidates default,b --seeds 0,1
+    python scripts/pretrain_study.py chain --out runs/pretrain --jobs 2 --candidates former,b --seeds 0,1
     python scripts/pretrain_study.py table --out runs/pretrain [--json docs/results/lenet300/pretrain_study.json]
     python scripts/pretrain_study.py table --from-json docs/results/lenet300/pretrain_study.json --md docs/ablations.md
 
@@ -30,9 +30,10 @@ from refvbc.jobs import python_argv, run_jobs  # noqa: E402
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUN_PY = os.path.join(ROOT, "run_experiments.py")
 ARCH = "lenet300"
-# name: (epochs, Adam rate, decay-from fraction or None, weight decay)
+# name: (epochs, Adam rate, decay-from fraction or None, weight decay); "former" is the default before
+# the study, "b" the default it chose (refvbc/config.py, docs/objective.md item 12)
 GRID = {
-    "default": (30, 1e-3, None, 5e-4),
+    "former": (30, 1e-3, None, 5e-4),
     "a": (60, 1e-3, 0.0, 5e-4),
     "b": (100, 1e-3, 0.5, 5e-4),
     "c": (60, 3e-4, None, 5e-4),
@@ -48,8 +49,8 @@ ROWS = ("l2", "sws", "vd", "vdsws")
 def l2_flags(name):
     """run_experiments.py flags of grid point `name`."""
     epochs, lr, decay, wd = GRID[name]
-    flags = ["--epochs-l2", epochs, "--lr-l2", lr, "--weight-decay", wd]
-    return flags + (["--lr-l2-decay-from", decay] if decay is not None else [])
+    return ["--epochs-l2", epochs, "--lr-l2", lr, "--weight-decay", wd,
+            "--lr-l2-decay-from", "none" if decay is None else decay]
 
 
 def finished(out):
@@ -79,10 +80,23 @@ def run_chain(out, jobs, candidates, seeds):
 
 
 def decoded(out):
-    """{method: (decoded accuracy %, file CR)} of a finished run's results.json."""
-    with open(os.path.join(out, "results.json")) as f:
+    """{method: (decoded accuracy %, file CR)} of a finished run's results.json (`out`: its directory
+    or the file)."""
+    path = out if out.endswith(".json") else os.path.join(out, "results.json")
+    with open(path) as f:
         methods = json.load(f)["methods"]
-    return {m: (100 * r["test_acc_compressed"], r["ratio_file"]) for m, r in methods.items()}
+    return {m: (100 * r["test_acc_compressed"], r["ratio_file"]) for m, r in methods.items() if m in ROWS}
+
+
+def add_chain(doc, name, seed, path):
+    """Take the whole-chain run whose results.json is `path` as candidate `name`'s seed `seed` (a Table 2
+    run made with the candidate's settings as defaults: docs/results/lenet300/seeds/seed<N>/)."""
+    if name not in GRID:
+        raise ValueError(f"--add-chain: unknown candidate {name!r}; the grid has {sorted(GRID)}")
+    doc["chain"].setdefault(name, {})[str(seed)] = {m: list(v) for m, v in decoded(path).items()}
+    with open(path) as f:
+        r = json.load(f)
+    doc.setdefault("made_by", {})[f"{name}-seed{seed}"] = {k: r.get(k) for k in ("commit", "command")}
 
 
 BEGIN, END = "<!-- pretrain_study:begin -->", "<!-- pretrain_study:end -->"
@@ -147,13 +161,16 @@ def main(argv=None):
     p.add_argument("--out", default="runs/pretrain")
     p.add_argument("--jobs", type=int, default=2, help="processes at once (default %(default)s)")
     p.add_argument("--points", default=",".join(GRID), help="grid points for `l2`, comma-separated (default all)")
-    p.add_argument("--candidates", default="default", help="grid points for `chain`, comma-separated")
+    p.add_argument("--candidates", default="former,b", help="grid points for `chain`, comma-separated")
     p.add_argument("--seeds", default="0,1", help="seeds for `chain`, comma-separated (default %(default)s)")
     p.add_argument("--json", default=None, help="`table`: also write the measurements to this JSON file")
     p.add_argument("--from-json", default=None, help="`table`: read the measurements from this JSON file "
                                                        "instead of the run directories (default %(default)s)")
     p.add_argument("--md", default=None, help="`table`: write the table into this document's "
                                               "pretrain_study block (default %(default)s)")
+    p.add_argument("--add-chain", nargs=3, action="append", default=[], metavar=("NAME", "SEED", "RESULTS"),
+                   help="`table`: take the run whose results.json is RESULTS as candidate NAME's seed SEED "
+                        "(repeatable)")
     a = p.parse_args(argv)
     names = a.points if a.what == "l2" else a.candidates
     bad = [c for c in names.split(",") if c not in GRID]
@@ -174,6 +191,8 @@ def main(argv=None):
                     doc = json.load(f)
             else:
                 doc = collect(a.out)
+            for name, seed, path in a.add_chain:
+                add_chain(doc, name, seed, path)
             text = table(doc)
             print(text)
             if a.json:

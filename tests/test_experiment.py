@@ -139,6 +139,37 @@ def test_stopped_and_resumed_run_ends_identical(tiny_run, tmp_path):
     assert_same_models(tiny_run[0], out)
 
 
+def test_run_carried_without_its_checkpoint_resumes_from_its_phase_models(tiny_run, tmp_path):
+    """A run directory carried to another machine with only its finished phase models (l2.npz, vd.npz;
+    no checkpoint) continues with --resume: those phases are taken as done and the rest ends with the
+    uninterrupted run's models, bit for bit."""
+    out = tmp_path / "carried"
+    out.mkdir()
+    for ph in ("l2", "vd"):
+        shutil.copy(tiny_run[0] / f"{ph}.npz", out / f"{ph}.npz")
+    rc, stdout, err = main_in_process(tiny(out, "--resume"))
+    assert rc == 0, stdout + err
+    assert "its phase models up to vd are taken as finished" in stdout, stdout
+    for ph in ("l2", "vd"):
+        assert f"# resumed: {ph} finished earlier" in stdout, stdout
+    assert "sws epoch" in stdout and "vdsws epoch" in stdout and " vd epoch" not in stdout, stdout
+    assert_same_models(tiny_run[0], out)
+
+
+@pytest.mark.parametrize("flags, msg", [
+    (["--seed", "4"], "seed: file 3 vs now 4"),
+    (["--epochs-l2", "3"], "epochs: file"),
+])
+def test_carried_phase_models_with_other_settings_are_refused(tiny_run, tmp_path, flags, msg):
+    out = tmp_path / "carried"
+    out.mkdir()
+    shutil.copy(tiny_run[0] / "l2.npz", out / "l2.npz")
+    seed = [] if "--seed" in flags else ["--seed", "3"]
+    rc, _, err = main_in_process(["--arch", "lenet300", "--quick", "--out", out, "--no-figures", "--resume",
+                                  *seed, *flags])
+    assert rc == 1 and msg in err and "l2.npz was made with other settings" in err and err.count("\n") == 1, err
+
+
 def test_existing_run_needs_resume(tiny_run):
     rc, _, err = main_in_process(["--arch", "lenet300", "--quick", "--seed", "3", "--out", tiny_run[0]])
     assert rc == 1 and err == f"error: {tiny_run[0]} already holds a run (checkpoint.npz); pass --resume to " \
