@@ -2,7 +2,7 @@
 """The VD+SWS ablation of docs/ablations.md: every row starts from the same VD phase model.
 
     python scripts/ablation.py run   --vd docs/results/lenet300/vd.npz --out runs/ablation --jobs 2
-    python scripts/ablation.py table --out runs/ablation [--md docs/ablations.md]
+    python scripts/ablation.py table --out runs/ablation [--md runs/ablation/table.md]
 
 `run` trains the VD+SWS phase once per training variant (single-threaded processes, --jobs at once,
 refvbc/jobs.py), each with `run_experiments.py --method vdsws --init-from VD`; `table` reads every
@@ -179,6 +179,10 @@ def cmd_table(a):
     text = "\n".join(lines)
     print(text)
     if a.md:
+        if os.path.exists(a.md):
+            print(f"error: --md {a.md} exists; the table goes to a new file (copy rows into a document "
+                  "by hand)", file=sys.stderr)
+            return 2
         atomic_write_bytes(a.md, (text + "\n").encode())
     return 0
 
@@ -193,7 +197,7 @@ def main(argv=None):
     r.add_argument("--only", nargs="*", help="run only these variants (no dependencies)")
     t = sub.add_parser("table", allow_abbrev=False)
     t.add_argument("--out", default="runs/ablation")
-    t.add_argument("--md", default=None, help="also write the table to this file")
+    t.add_argument("--md", default=None, help="also write the table to this new file (an existing one is refused)")
     a = p.parse_args(argv)
     np.seterr(all="ignore")
     return cmd_run(a) if a.cmd == "run" else cmd_table(a)
