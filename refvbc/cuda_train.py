@@ -40,6 +40,7 @@ import numpy as np
 from . import models
 from .arch import GAMMA_ALPHA, GAMMA_BETA, INPUT_SHAPES, N_CLASSES, PI0, get_arch, param_group
 from .kernels import cuda_available
+from .optim import flush_floors
 
 N_SCALARS = 8
 COEF_NAMES = ("tau1", "tau2", "weight_decay")
@@ -543,7 +544,7 @@ class CudaStepper:
             if lr is None:
                 continue
             self._A.adam_update(st.p[k], st.g[k], st.m[k], st.v[k], lr, opt.beta1, opt.beta2, opt.eps, bc1, bc2,
-                                np.finfo(st.p[k].dtype).tiny)
+                                *flush_floors(st.p[k].dtype))
             st.touched.add(k)
 
     def sync(self):

@@ -4,13 +4,17 @@ counter incremented before the update), with per-group learning rates taken from
 
 Shape legend: params / grads / state are flat dicts keyed by parameter name; each value any shape.
 
-Subnormals: after each update, parameters and moments whose magnitude falls below the dtype's
-smallest normal number (float32 1.2e-38, float64 2.2e-308) are stored as 0 (flush-to-zero, what
-torch.set_flush_denormal(True) does for a whole process). Without it, weights that only weight decay or
-the KL term pulls on (e.g. the fc1 weights of MNIST's always-zero border pixels, pruned VD weights) decay
-geometrically into the subnormal range, where x86 arithmetic is 10-100x slower: a LeNet-5 L2 epoch went
-from 30 s to 73 s of CPU once 147k of fc1's 400k weights were subnormal. Normal numbers are updated
-exactly as torch.optim.Adam does.
+Subnormals: after each update, moments whose magnitude falls below the dtype's smallest normal number
+`tiny` (float32 1.2e-38, float64 2.2e-308), and parameters below sqrt(tiny) (float32 1.1e-19, float64
+1.5e-154), are stored as 0 (`flush_floors`). Without it, weights that only weight decay or the KL term
+pulls on (e.g. the fc1 weights of MNIST's always-zero border pixels, pruned VD weights) decay
+geometrically towards the subnormal range, where x86 arithmetic is 10-100x slower: a LeNet-5 L2 epoch
+went from 30 s to 73 s of CPU once 147k of fc1's 400k weights were subnormal. Flushing parameters only
+at `tiny` is not enough: a weight just above it still makes every product with an activation or a
+gradient below 1 subnormal inside the matrix products (measured: the LeNet-300-100 L2 epoch went from
+1.7 s to 14 s over 100 epochs as 148k of fc1's 235k weights sank below 1e-30). A parameter of magnitude
+sqrt(tiny) or more times any factor of magnitude sqrt(tiny) or more is normal; a weight below it
+changes no float32 output. Normal numbers are otherwise updated exactly as torch.optim.Adam does.
 """
 
 import numpy as np
@@ -27,16 +31,25 @@ TABLE3_LR = {"theta": 5e-5, "bias": 5e-5, "log_sigma2": 1e-4, "mu": 1e-4, "log_l
              "log_pi": 3e-3}
 
 
-def adam_update_numpy(p, g, m, v, lr, beta1, beta2, eps, bias_correction1, bias_correction2, tiny):
-    """NumPy reference of kernels.adam.adam_update (same in-place contract, flush-to-zero below tiny)."""
+def flush_floors(dtype):
+    """(tiny, p_floor) of `dtype`: moments below tiny and parameters below p_floor = sqrt(tiny) are
+    flushed to 0 after each update ("Subnormals" above)."""
+    tiny = np.finfo(dtype).tiny
+    return tiny, np.sqrt(tiny)
+
+
+def adam_update_numpy(p, g, m, v, lr, beta1, beta2, eps, bias_correction1, bias_correction2, tiny, p_floor):
+    """NumPy reference of kernels.adam.adam_update (same in-place contract: m, v flushed to 0 below
+    tiny, p below p_floor)."""
     m *= beta1
     m += (1.0 - beta1) * g
     v *= beta2
     v += (1.0 - beta2) * g * g
     denom = np.sqrt(v) / np.sqrt(bias_correction2) + eps
     p -= (lr / bias_correction1) * m / denom
-    for a in (p, m, v):
+    for a in (m, v):
         a[np.abs(a) < tiny] = 0
+    p[np.abs(p) < p_floor] = 0
 
 
 class Adam:
@@ -80,7 +93,7 @@ class Adam:
             arrays = (p.reshape(-1), np.ascontiguousarray(g, dtype=p.dtype).reshape(-1),
                       self.m[name].reshape(-1), self.v[name].reshape(-1))
             scalars = (dt(lr), dt(self.beta1), dt(self.beta2), dt(self.eps), dt(bc1), dt(bc2),
-                       dt(np.finfo(p.dtype).tiny))
+                       *(dt(f) for f in flush_floors(p.dtype)))
             # elementwise: slices of a large tensor can run on different threads with the same result
             for s0, s1 in _par.split(p.size, 2 if self.use_numba and p.size >= PARALLEL_MIN else 1):
                 jobs.append(tuple(a[s0:s1] for a in arrays) + scalars)

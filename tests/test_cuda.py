@@ -284,7 +284,7 @@ def test_l2_and_adam(dtype):
     p, g = th.copy(), g0.copy()
     m, v = (0.1 * rng.standard_normal(n)).astype(dtype), rng.uniform(0, 1, n).astype(dtype)
     dp, dm, dv = dev(p), dev(m), dev(v)
-    args = (1e-3, 0.9, 0.999, 1e-8, 1 - 0.9 ** 3, 1 - 0.999 ** 3, np.finfo(dtype).tiny)
+    args = (1e-3, 0.9, 0.999, 1e-8, 1 - 0.9 ** 3, 1 - 0.999 ** 3, *optim.flush_floors(dtype))
     cuda_adam.adam_update(dp, dev(g), dm, dv, *args)
     optim.adam_update_numpy(p, g, m, v, *[dtype(a) for a in args])
     close("adam p", host(dp, n), p, dtype)

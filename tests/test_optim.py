@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from refvbc.kernels.adam import adam_update
-from refvbc.optim import TABLE3_LR, Adam, adam_update_numpy
+from refvbc.optim import TABLE3_LR, Adam, adam_update_numpy, flush_floors
 
 
 def hand_adam(p0, gs, lr, b1=0.9, b2=0.999, eps=1e-8):
@@ -64,7 +64,7 @@ def test_numba_kernel_matches_numpy(dtype, n):
     v = np.abs(v)
     a = [x.copy() for x in (p, g, m, v)]
     b = [x.copy() for x in (p, g, m, v)]
-    args = [dtype(x) for x in (1e-3, 0.9, 0.999, 1e-8, 1 - 0.9 ** 3, 1 - 0.999 ** 3, np.finfo(dtype).tiny)]
+    args = [dtype(x) for x in (1e-3, 0.9, 0.999, 1e-8, 1 - 0.9 ** 3, 1 - 0.999 ** 3, *flush_floors(dtype))]
     adam_update(*a, *args)
     adam_update_numpy(*b, *args)
     # bit for bit: both compute in the arrays' dtype with the same operations in the same order (a
@@ -109,7 +109,7 @@ def test_large_tensor_in_halves_matches_one_pass(dtype):
     opt.step(params, {"fc.theta": g})
     p, m, v = p0.copy(), np.zeros(n, dtype), np.zeros(n, dtype)
     d = dtype
-    adam_update(p, g, m, v, d(1e-2), d(0.9), d(0.999), d(1e-8), d(1 - 0.9), d(1 - 0.999), d(np.finfo(d).tiny))
+    adam_update(p, g, m, v, d(1e-2), d(0.9), d(0.999), d(1e-8), d(1 - 0.9), d(1 - 0.999), *map(d, flush_floors(d)))
     np.testing.assert_array_equal(params["fc.theta"], p, err_msg="Adam in halves vs one pass")
     np.testing.assert_array_equal(opt.m["fc.theta"], m, err_msg="first moment")
     np.testing.assert_array_equal(opt.v["fc.theta"], v, err_msg="second moment")
@@ -117,25 +117,33 @@ def test_large_tensor_in_halves_matches_one_pass(dtype):
 
 @pytest.mark.parametrize("use_numba", [True, False])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_subnormal_results_are_flushed_to_zero(dtype, use_numba):
-    """Values that an update leaves below the smallest normal number are stored as 0 (refvbc/optim.py,
-    "Subnormals"); normal values are untouched by the rule."""
-    tiny = np.finfo(dtype).tiny
-    # p decays into the subnormal range: a zero gradient and m = 0 leave p unchanged unless flushed
-    p = np.array([tiny / 4, -tiny / 1024, 3 * tiny, 1.0], dtype)
-    m = np.array([0.0, 0.0, 0.0, tiny / 8], dtype)  # 0.9 * tiny/8 is subnormal -> 0 (p[3] moves by ~1e-33)
-    v = np.array([0.0, 0.0, 0.0, tiny / 2], dtype)
-    g = np.zeros(4, dtype)
+def test_small_results_are_flushed_to_zero(dtype, use_numba):
+    """Moments that an update leaves below the smallest normal number `tiny`, and parameters below
+    sqrt(tiny), are stored as 0 (refvbc/optim.py, "Subnormals"); other values are untouched by the rule."""
+    tiny, floor = flush_floors(dtype)
+    assert floor == np.sqrt(tiny) and floor * floor >= tiny * (1 - 1e-6), (tiny, floor)
+    # a zero gradient and m = 0 leave p unchanged unless flushed
+    p = np.array([tiny / 4, -tiny / 1024, 3 * tiny, floor / 2, -floor * 0.999, floor, 1.0], dtype)
+    m = np.zeros(7, dtype)
+    v = np.zeros(7, dtype)
+    m[6], v[6] = tiny / 8, tiny / 2  # 0.9 * tiny/8 is subnormal -> 0 (p[6] moves by ~1e-33)
     opt = Adam({"theta": 1e-3}, use_numba=use_numba)
     opt.m["fc.theta"], opt.v["fc.theta"] = m, v
     params = {"fc.theta": p}
-    opt.step(params, {"fc.theta": g})
+    opt.step(params, {"fc.theta": np.zeros(7, dtype)})
     got = params["fc.theta"]
-    assert got[0] == 0 and got[1] == 0, f"subnormal parameters not flushed: {got[:2]}"
-    assert got[2] == dtype(3 * tiny) and got[3] == 1.0, f"normal parameters changed: {got[2:]}"
-    assert opt.m["fc.theta"][3] == 0 and opt.v["fc.theta"][3] == 0, \
-        f"subnormal moments not flushed: m {opt.m['fc.theta'][3]}, v {opt.v['fc.theta'][3]}"
-    assert not np.any((opt.m["fc.theta"] != 0) & (np.abs(opt.m["fc.theta"]) < tiny))
+    assert np.all(got[:5] == 0), f"parameters below sqrt(tiny) = {floor:.3g} not flushed: {got[:5]}"
+    assert got[5] == dtype(floor) and got[6] == 1.0, f"parameters at or above the floor changed: {got[5:]}"
+    assert opt.m["fc.theta"][6] == 0 and opt.v["fc.theta"][6] == 0, \
+        f"subnormal moments not flushed: m {opt.m['fc.theta'][6]}, v {opt.v['fc.theta'][6]}"
+
+
+def test_small_but_normal_moments_are_kept():
+    """The moments' floor stays at tiny: a second moment of 1e-30 (a gradient of 1e-15) is kept."""
+    opt = Adam({"theta": 1e-3})
+    params = {"fc.theta": np.ones(1, np.float32)}
+    opt.step(params, {"fc.theta": np.full(1, 1e-15, np.float32)})
+    assert opt.v["fc.theta"][0] > 0 and opt.m["fc.theta"][0] > 0, (opt.m["fc.theta"], opt.v["fc.theta"])
 
 
 def test_float32_update_runs_in_float32():
@@ -144,6 +152,6 @@ def test_float32_update_runs_in_float32():
     from support.numba_ir import float64_arithmetic
     f = np.float32
     arrays = [np.ones(16, f) for _ in range(4)]
-    args = [f(x) for x in (1e-3, 0.9, 0.999, 1e-8, 0.1, 0.001, np.finfo(f).tiny)]
+    args = [f(x) for x in (1e-3, 0.9, 0.999, 1e-8, 0.1, 0.001, *flush_floors(f))]
     lines = float64_arithmetic(adam_update, *arrays, *args)
     assert not lines, f"expected no float64 arithmetic, found {len(lines)} instructions, e.g. {lines[:3]}"

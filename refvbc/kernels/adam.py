@@ -15,11 +15,11 @@ import numpy as np
 # error_model="numpy": no ZeroDivisionError branch in the loop, so it vectorizes (the denominator is
 # >= eps > 0 anyway).
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def adam_update(p, g, m, v, lr, beta1, beta2, eps, bias_correction1, bias_correction2, tiny):
+def adam_update(p, g, m, v, lr, beta1, beta2, eps, bias_correction1, bias_correction2, tiny, p_floor):
     """In place: m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
     p -= (lr / bc1) * m / (sqrt(v) / sqrt(bc2) + eps)   (torch.optim.Adam, non-amsgrad);
-    then every new p, m, v of magnitude below `tiny` (the dtype's smallest normal number) is stored
-    as 0 (flush-to-zero: see refvbc/optim.py, "Subnormals")."""
+    then every new m, v of magnitude below `tiny` (the dtype's smallest normal number) and every new
+    p below `p_floor` (sqrt(tiny)) is stored as 0 (flush-to-zero: see refvbc/optim.py, "Subnormals")."""
     # Every constant in the arrays' dtype: a Python literal (1.0, or the int 1) would make numba compute
     # the whole update in float64 for float32 arrays (measured: 2.5 ns per weight instead of 0.7, and
     # not torch's float32 arithmetic). tiny is a positive normal number, so tiny / tiny is exactly 1.
@@ -36,4 +36,4 @@ def adam_update(p, g, m, v, lr, beta1, beta2, eps, bias_correction1, bias_correc
         pi = p[i] - step_size * mi / (np.sqrt(vi) / sq_bc2 + eps)
         m[i] = mi if abs(mi) >= tiny else zero
         v[i] = vi if vi >= tiny else zero
-        p[i] = pi if abs(pi) >= tiny else zero
+        p[i] = pi if abs(pi) >= p_floor else zero

@@ -13,9 +13,10 @@ from .cuda_common import launch
 
 
 @cuda.jit
-def adam_kernel(p, g, m, v, lr, beta1, beta2, eps, bias_correction1, bias_correction2, tiny, n):
+def adam_kernel(p, g, m, v, lr, beta1, beta2, eps, bias_correction1, bias_correction2, tiny, p_floor, n):
     """m = b1 m + (1-b1) g; v = b2 v + (1-b2) g²; p -= (lr / bc1) m / (sqrt(v) / sqrt(bc2) + eps);
-    new values below `tiny` in magnitude are stored as 0 (as on the CPU, refvbc/optim.py "Subnormals")."""
+    new m, v below `tiny` and new p below `p_floor` in magnitude are stored as 0 (as on the CPU,
+    refvbc/optim.py "Subnormals")."""
     step_size = lr / bias_correction1
     sq_bc2 = math.sqrt(bias_correction2)
     one = tiny / tiny  # 1 and 0 in the arrays' dtype (a literal 1 would promote the update to float64)
@@ -29,11 +30,11 @@ def adam_kernel(p, g, m, v, lr, beta1, beta2, eps, bias_correction1, bias_correc
         pi = p[i] - step_size * mi / (math.sqrt(vi) / sq_bc2 + eps)
         m[i] = mi if abs(mi) >= tiny else zero
         v[i] = vi if vi >= tiny else zero
-        p[i] = pi if abs(pi) >= tiny else zero
+        p[i] = pi if abs(pi) >= p_floor else zero
 
 
-def adam_update(p, g, m, v, lr, beta1, beta2, eps, bias_correction1, bias_correction2, tiny):
+def adam_update(p, g, m, v, lr, beta1, beta2, eps, bias_correction1, bias_correction2, tiny, p_floor):
     """Launch adam_kernel on flat device arrays; scalars are cast to p's dtype."""
     dt = p.dtype.type
     launch(adam_kernel, p.shape[0], p, g, m, v, dt(lr), dt(beta1), dt(beta2), dt(eps),
-           dt(bias_correction1), dt(bias_correction2), dt(tiny), p.shape[0])
+           dt(bias_correction1), dt(bias_correction2), dt(tiny), dt(p_floor), p.shape[0])
