@@ -2,10 +2,11 @@
 against the epoch times of a recorded train.log.
 
 Every epoch of phase p is expected to take cost(p) x scale, where cost(p) is the phase's relative
-epoch cost for the arch (refvbc/phases.py, EPOCH_COST) and scale is the median, over every epoch this
-process has seen (its own and those of a resumed phase), of observed seconds / cost(phase). So the
-estimate uses each phase's own cost from the first epoch on (the L2 epochs of LeNet-300-100 are ~4x
-cheaper than the SWS ones), and a median follows the machine without being thrown by one slow epoch.
+epoch cost for the arch (refvbc/phases.py, EPOCH_COST) and scale is the median, over the last WINDOW
+epochs this process has seen (its own and those of a resumed phase), of observed seconds / cost(phase).
+So the estimate uses each phase's own cost from the first epoch on (the L2 epochs of LeNet-300-100 are
+~4x cheaper than the SWS ones); the median is not thrown by one slow epoch, and the window follows the
+machine when its load changes (another run starting or ending beside this one) within a few epochs.
 
 With --jobs N each branch is its own process and prints the ETA of its own branch (sws; vd -> vdsws);
 the whole run ends when the longest branch does.
@@ -25,6 +26,7 @@ import numpy as np
 
 from .phases import METHODS, epoch_cost
 
+WINDOW = 10  # epochs whose observed / expected ratios set the scale
 _EPOCH_LINE = re.compile(r"^\s*(\w+) epoch\s+(\d+)\s.*?\s(\d+(?:\.\d+)?)s(?:\s|$)")
 
 
@@ -53,7 +55,7 @@ class Eta:
 
     def remaining(self, phase):
         """(seconds left in `phase`, seconds left in the run); needs one recorded epoch."""
-        scale = float(np.median(self.ratios))
+        scale = float(np.median(self.ratios[-WINDOW:]))
         left = {ph: max(self.epochs[ph] - self.pos[ph], 0) * self.cost[ph] * scale for ph in self.todo}
         return left[phase], sum(left.values())
 
