@@ -663,3 +663,48 @@ def test_quick_lenet5_end_to_end(tmp_path):
         want = 32.0 * (430500 + 580) / (8.0 * r["file_bytes"])
         assert abs(r["ratio_file"] - want) < 1e-9 * want, (m, r["ratio_file"], want)
 
+
+
+# ---------------------------------------------------------------------------------------------------
+# the committed Table 2 is what the README's command gives
+
+COMMITTED = {arch: pathlib.Path(ROOT, "docs", "results", arch) for arch in ("lenet300",)}
+# flags of the README's Table 2 command that do not change a setting of the trained models
+NEUTRAL_FLAGS = ("--arch", "--out", "--jobs", "--finetune", "--no-figures")
+
+
+def recorded_argv(results_json):
+    """The arguments of the run_experiments.py command recorded in a results.json."""
+    doc = json.loads(pathlib.Path(results_json).read_text())
+    argv = shlex.split(doc.get("command") or "")
+    assert argv[:2] == ["python", "run_experiments.py"], f"expected a run_experiments.py command, got {argv}"
+    return doc, argv[2:]
+
+
+@pytest.mark.parametrize("arch", sorted(COMMITTED))
+def test_committed_seed0_is_the_readme_command_at_the_defaults(arch):
+    """docs/results/<arch>/results.json was made by `python run_experiments.py --arch <arch>` (plus flags
+    that change no trained setting) from a clean tree, and its config is today's defaults."""
+    doc, argv = recorded_argv(COMMITTED[arch] / "results.json")
+    flags = [a for a in argv if a.startswith("--")]
+    assert set(flags) <= set(NEUTRAL_FLAGS), f"expected only {NEUTRAL_FLAGS}, got {argv}"
+    assert doc["code_dirty"] is False, "expected results made from a committed tree"
+    want = {**dataclasses.asdict(config.Config(arch=arch)), "init_sha256": {}}
+    got = {**doc["config"], "init_sha256": {}}
+    diff = {k: (got.get(k), v) for k, v in want.items() if got.get(k) != v}
+    assert not diff, f"recorded config differs from today's defaults (recorded, default): {diff}"
+
+
+@pytest.mark.slow
+def test_l2_phase_reproduces_the_committed_model(tmp_path):
+    """The LeNet-300-100 L2 phase of the README's command, re-run here, is the committed l2.npz bit for
+    bit (the later phases start from it through the same deterministic code)."""
+    out = tmp_path / "l2"
+    p = run_cli(["--arch", "lenet300", "--method", "l2", "--out", str(out), "--no-figures"], timeout=1800)
+    assert p.returncode == 0, f"expected exit 0, got {p.returncode}: {p.stderr[-2000:]}"
+    want, got = np.load(COMMITTED["lenet300"] / "l2.npz"), np.load(out / "l2.npz")
+    keys = sorted(k for k in want.files if k.startswith("param/"))
+    assert keys == sorted(k for k in got.files if k.startswith("param/"))
+    for k in keys:
+        assert got[k].dtype == want[k].dtype and np.array_equal(got[k], want[k]), \
+            f"{k}: max |delta| {np.max(np.abs(got[k].astype(np.float64) - want[k])):.3g} (expected bit-identical)"
