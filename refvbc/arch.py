@@ -32,7 +32,7 @@ ARCHS = {
 
 INPUT_SHAPES = {"lenet300": (784,), "lenet5": (1, 28, 28)}
 N_CLASSES = 10
-N_COMPONENTS = 17  # mixture components, component 0 fixed at mu=0, pi0=0.999
+N_COMPONENTS = 17  # mixture components (Table 3; --components), component 0 fixed at mu=0, pi0=0.999
 PI0 = 0.999
 GAMMA_ALPHA = 1e5
 GAMMA_BETA = 10.0

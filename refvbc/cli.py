@@ -20,6 +20,7 @@ from .arch import ARCHS
 from .compress.pipeline import add_clustering_arguments
 from .config import QUICK, Config, InvocationError, Invocation, invocation_from_args
 from .finetune import VARIANTS as FINETUNE_VARIANTS
+from .priors import check_components
 from .train import METHOD_PHASES
 
 PROG = "run_experiments.py"
@@ -115,6 +116,10 @@ def _hyper_parameters(p, d):
     g.add_argument("--pi0", type=float, default=d.pi0, metavar="P",
                    help="sws/vdsws: the mixture's zero component's fixed mixing proportion, in (0, 1) "
                         "(default %(default)s)")
+    g.add_argument("--components", type=int, default=d.components, metavar="K",
+                   help="sws/vdsws: mixture components K, an odd integer >= 3 (component 0 fixed at 0, the "
+                        "others at k*delta_mu, k = -(K-1)/2..(K-1)/2; Table 3: 17, other values are beyond "
+                        "the paper) (default %(default)s)")
     g.add_argument("--gamma-alpha", type=float, default=d.gamma_alpha, metavar="A",
                    help="Gamma hyper-prior alpha (default %(default)s)")
     g.add_argument("--gamma-beta", type=float, default=d.gamma_beta, metavar="B",
@@ -238,6 +243,10 @@ def validate(p, a):
             p.error(f"--{name.replace('_', '-')} must be a finite {what} number, got {v}")
     if not (0.0 < a.pi0 < 1.0):
         p.error(f"--pi0 must lie in (0, 1), got {a.pi0}")
+    try:
+        check_components(a.components)
+    except ValueError as e:
+        p.error(f"--components: {e}")
     if a.merge_kl is not None and not (a.merge_kl >= 0 and np.isfinite(a.merge_kl)):
         p.error(f"--merge-kl must be a finite non-negative number, got {a.merge_kl}")
     if a.finetune_epochs < 1 or not (a.finetune_lr > 0 and np.isfinite(a.finetune_lr)):
@@ -259,6 +268,10 @@ def _validate_processes(p, a):
         ok, why = cuda_available()
         if not ok:
             p.error(f"--device cuda: {why}")
+        from .kernels.cuda_prior import KMAX
+        if a.components > KMAX:
+            p.error(f"--device cuda: the kernels hold at most {KMAX} mixture components, got --components "
+                    f"{a.components}")
 
 
 def sweep_request(a, inv):

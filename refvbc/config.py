@@ -17,7 +17,7 @@ import json
 import os
 from dataclasses import asdict, dataclass, field, fields, replace
 
-from .arch import GAMMA_ALPHA, GAMMA_BETA, PI0
+from .arch import GAMMA_ALPHA, GAMMA_BETA, N_COMPONENTS, PI0
 from .fileio import atomic_write_bytes
 from .optim import TABLE3_LR
 from .phases import method_phases
@@ -52,6 +52,7 @@ class Config:
     gamma_beta: float = GAMMA_BETA
     gamma_param: str = "rate"  # beta read as a rate (mode (alpha-1)/beta) or a scale (priors.gamma_rate)
     pi0: float = PI0  # mixture phases: the zero component's fixed mixing proportion
+    components: int = N_COMPONENTS  # mixture phases: K, the mixture's components (Table 3: 17)
     lr_decay_from: object = None  # mixture phases: Adam rates decay linearly to 0 from this fraction on
     tau2_final: object = None  # mixture phases: tau2 raised linearly to this value ...
     tau2_ramp_from: float = 0.5  # ... over the epochs from this fraction of the phase on
@@ -70,12 +71,13 @@ class Config:
         return replace(self, **{**base, **changes})
 
 
-# settings whose default changed after checkpoints without them were written: the value those runs used
-LEGACY_DEFAULTS = {"delta_mu_over": "all", "lr_l2_decay_from": None}
+# settings that checkpoints (and sweep points) written before the setting existed lack: the value those runs
+# used (a default that changed since, or Table 3's 17 components, whatever --components' default becomes)
+LEGACY_DEFAULTS = {"delta_mu_over": "all", "lr_l2_decay_from": None, "components": N_COMPONENTS}
 # settings that only some phases read: a difference in one of them matters only to a run that trains one
 # of those phases (--resume, sweep points). Δμ's reading: from the deterministic l2 model (SWS) both are one
 PHASE_SETTINGS = {"delta_mu_over": ("vdsws",), "lr_l2": ("l2",), "weight_decay": ("l2",),
-                  "lr_l2_decay_from": ("l2",)}
+                  "lr_l2_decay_from": ("l2",), "components": ("sws", "vdsws")}
 
 # --quick: a minutes-long smoke run
 QUICK = dict(n_train=1000, n_test=1000, epochs={"l2": 2, "sws": 1, "vd": 2, "vdsws": 1})
@@ -201,8 +203,9 @@ def config_from_args(a):
     cfg = Config(arch=a.arch, method=a.method, seed=a.seed, batch_size=a.batch_size, lr_l2=a.lr_l2,
                  lr_l2_decay_from=a.lr_l2_decay_from, weight_decay=a.weight_decay, tau2=a.tau2,
                  gamma_alpha=a.gamma_alpha, gamma_beta=a.gamma_beta, gamma_param=a.gamma_param, pi0=a.pi0,
-                 lr_decay_from=a.lr_decay_from, tau2_final=a.tau2_final, tau2_ramp_from=a.tau2_ramp_from,
-                 mask_pruned=a.mask_pruned, delta_mu_over=a.delta_mu_over, init_from=a.init_from)
+                 components=a.components, lr_decay_from=a.lr_decay_from, tau2_final=a.tau2_final,
+                 tau2_ramp_from=a.tau2_ramp_from, mask_pruned=a.mask_pruned, delta_mu_over=a.delta_mu_over,
+                 init_from=a.init_from)
     cfg.lrs = {g: getattr(a, f"lr_{g}") for g in cfg.lrs}
     if a.quick:
         cfg.n_train, cfg.n_test = QUICK["n_train"], QUICK["n_test"]

@@ -6,7 +6,8 @@ Shape legend
     theta, log_sigma2   one layer's weight means / log-variances, any shape (same shape)
     thetas              list of such weight arrays, one per layer
     D                   total number of weights (all layers)
-    K                   mixture components (arch.N_COMPONENTS = 17); index 0 is the zero component
+    K                   mixture components (Table 3: arch.N_COMPONENTS = 17; Config.components);
+                        index 0 is the zero component
     mu, log_lambda, log_pi   (K,) mixture means, log-precisions, softmax logits rho (spec names
                         gmm.mu, gmm.log_lambda, gmm.log_pi)
 
@@ -403,6 +404,14 @@ def mixture_prior_numpy(thetas, mu, log_lambda, log_pi, pi0=PI0, gamma_alpha=GAM
             dlog_pi.astype(log_pi.dtype))
 
 
+def check_components(K):
+    """Raise ValueError unless K is a number of mixture components `mixture_init` can lay out: an odd
+    integer >= 3 (component 0 at 0, the others in pairs at +-k delta_mu; Table 3: 17)."""
+    if not isinstance(K, (int, np.integer)) or isinstance(K, bool) or K < 3 or K % 2 == 0:
+        raise ValueError(f"K must be an odd integer >= 3 (component 0 at 0, the others in pairs at "
+                         f"+-k*delta_mu), got {K!r}")
+
+
 def mixture_init(weights, K=N_COMPONENTS, pi0=PI0, dtype=np.float32):
     """Mixture initialisation of the paper's Table 3 (spec "Loss": initialisation).
 
@@ -426,8 +435,7 @@ def mixture_init(weights, K=N_COMPONENTS, pi0=PI0, dtype=np.float32):
         raise ValueError("weights must be an array or a non-empty list of arrays")
     for j, w in enumerate(weights):
         _check_float(f"weights[{j}]", w)
-    if not isinstance(K, (int, np.integer)) or K < 3 or K % 2 == 0:
-        raise ValueError(f"K must be an odd integer >= 3, got {K!r}")
+    check_components(K)
     if not (0.0 < pi0 < 1.0):
         raise ValueError(f"pi0 must lie in (0, 1), got {pi0}")
     if np.dtype(dtype) not in _FLOAT_DTYPES:

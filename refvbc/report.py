@@ -13,7 +13,7 @@ import os
 import numpy as np
 
 from . import models
-from .arch import PI0, get_arch
+from .arch import N_COMPONENTS, PI0, get_arch
 from .fileio import atomic_write_bytes
 from .models import prune_masks
 from .phases import METHODS, PHASES
@@ -59,7 +59,7 @@ def summarize(arch, method, params, x_test, y_test, out_dir, compress_opts=None,
     acc_mem = float(np.mean(np.argmax(compress.evaluate(cm, x), axis=1) == y_test))
     rep = compress.report(decoded)
     entry = {
-        "method": method, "label": PHASES[method].label + (" fine-tuned (beyond the paper)" if finetune else ""),
+        "method": method, "label": _label(method, params, finetune is not None),
         "arch": arch, "test_acc_compressed": acc, "test_acc_compressed_in_memory": acc_mem,
         "test_acc_uncompressed": acc_masked,
         "nonzero_fraction": rep["total"]["nonzeros"] / rep["total"]["n_weights"],
@@ -69,11 +69,20 @@ def summarize(arch, method, params, x_test, y_test, out_dir, compress_opts=None,
     }
     if "gmm.mu" in params:
         sig = np.exp(-0.5 * np.asarray(params["gmm.log_lambda"], np.float64))
-        entry["mixture"] = {"mu": np.asarray(params["gmm.mu"], np.float64).tolist(),
+        entry["mixture"] = {"components": len(params["gmm.mu"]),
+                            "mu": np.asarray(params["gmm.mu"], np.float64).tolist(),
                             "sigma": sig.tolist(), "sigma_median": float(np.median(sig))}
     if finetune is not None:
         entry["finetune"] = {k: v for k, v in finetune.items() if k in ("variant", "epochs", "lr", "seed")}
     return entry
+
+
+def _label(method, params, finetuned):
+    """The row label of `method`'s entry: the phase's, with what is beyond the paper named (fine-tuning,
+    a mixture of other than Table 3's 17 components)."""
+    K = len(params["gmm.mu"]) if "gmm.mu" in params else N_COMPONENTS
+    notes = " fine-tuned" * finetuned + (f" K={K}" if K != N_COMPONENTS else "")
+    return PHASES[method].label + (f"{notes} (beyond the paper)" if notes else "")
 
 
 def table2(arch, results):
@@ -88,6 +97,10 @@ def table2(arch, results):
         lines.append(f"{lab:8s} {100 * r['test_acc_compressed']:8.2f}% {pa:8.2f}% "
                      f"{100 * r['nonzero_fraction']:8.2f}% {pn:8.1f}% {r['ratio_file']:7.1f}x "
                      f"{r['ratio_paper']:12.1f}x {pc:7d}x")
+    ks = sorted({r["mixture"]["components"] for r in results.values() if "components" in r.get("mixture", {})})
+    if ks and ks != [N_COMPONENTS]:
+        lines.append(f"mixture components K = {', '.join(map(str, ks))} (Table 3: {N_COMPONENTS}): "
+                     "beyond the paper")
     return "\n".join(lines)
 
 
@@ -158,9 +171,9 @@ def _mixture_histograms(plt, arch, finals, phase, pi0, delta_mu_over):
         w = np.concatenate([p[f"{l.name}.theta"].ravel() for l in net]).astype(np.float64)
         if "gmm.mu" in p:
             mu, ll, lp = p["gmm.mu"], p["gmm.log_lambda"], p["gmm.log_pi"]
-        else:
+        else:  # Table 3's initialisation with the trained mixture's K
             w0 = models.mixture_init_weights(arch, p, delta_mu_over).astype(np.float64)
-            mu, ll, lp = mixture_init(w0, pi0=pi0, dtype=np.float64)
+            mu, ll, lp = mixture_init(w0, K=len(finals[phase]["gmm.mu"]), pi0=pi0, dtype=np.float64)
         counts = ax.hist(w, bins=200, density=True, color="0.6", log=True)[0]
         grid = np.linspace(w.min(), w.max(), 1000)
         ax.plot(grid, _mixture_density(grid, mu, ll, lp, pi0), "r-", lw=1)

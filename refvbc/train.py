@@ -129,14 +129,22 @@ def load_init(cfg):
         missing = [k for k in want if k not in params]
         if missing:
             raise RunError(f"--init-from {path}: a {phase} model must hold {', '.join(missing)}")
-        for l in get_arch(arch):
-            got = np.shape(params[f"{l.name}.theta"])
-            if got != tuple(l.weight_shape):
-                raise RunError(f"--init-from {path}: {l.name}.theta has shape {got}, "
-                               f"expected {l.weight_shape}")
+        _check_init_shapes(path, cfg, params)
         out[phase] = params
         cfg.init_sha256[phase] = _sha256(path)
     return out
+
+
+def _check_init_shapes(path, cfg, params):
+    """Raise RunError unless the start model at `path` has cfg.arch's weight shapes and, when it holds a
+    mixture, cfg.components components."""
+    for l in get_arch(cfg.arch):
+        got = np.shape(params[f"{l.name}.theta"])
+        if got != tuple(l.weight_shape):
+            raise RunError(f"--init-from {path}: {l.name}.theta has shape {got}, expected {l.weight_shape}")
+    if "gmm.mu" in params and np.shape(params["gmm.mu"]) != (cfg.components,):
+        raise RunError(f"--init-from {path}: a mixture of shape {np.shape(params['gmm.mu'])}, but this run "
+                       f"is --components {cfg.components}")
 
 
 def phases_to_train(cfg, provided):
@@ -172,7 +180,7 @@ def phase_setup(cfg, phase, start_params):
         params = models.add_log_sigma2(params, cfg.arch, cfg.log_sigma2_init)
     if spec.mixture:
         w = models.mixture_init_weights(cfg.arch, params, cfg.delta_mu_over)
-        mu, log_lambda, log_pi = priors.mixture_init(w, pi0=cfg.pi0, dtype=dtype)
+        mu, log_lambda, log_pi = priors.mixture_init(w, K=cfg.components, pi0=cfg.pi0, dtype=dtype)
         params.update({"gmm.mu": mu, "gmm.log_lambda": log_lambda, "gmm.log_pi": log_pi})
     return params, {g: cfg.lrs[g] for g in spec.groups}, coefs
 
@@ -226,6 +234,10 @@ def make_stepper(device, arch, params, opt, coefs, n_data):
             raise RunError("--device cuda uses the spec's Gamma hyper-prior (alpha 1e5, rate 10) only")
         if extra.get("pi0", PI0) != PI0:
             raise RunError(f"--device cuda uses the spec's pi0 = {PI0} only")
+        from .kernels.cuda_prior import KMAX
+        if "gmm.mu" in params and params["gmm.mu"].shape[0] > KMAX:
+            raise RunError(f"--device cuda: the kernels hold at most {KMAX} mixture components, got "
+                           f"{params['gmm.mu'].shape[0]}")
         return CudaStepper(arch, params, opt, {k: coefs[k] for k in ("tau1", "tau2", "weight_decay")},
                            n_data)
     if device != "cpu":

@@ -47,11 +47,11 @@ def rng():
     return np.random.default_rng(1234)
 
 
-def phase_params(arch, phase, rng, dtype=np.float64, log_alpha=(-8.0, 1.0)):
+def phase_params(arch, phase, rng, dtype=np.float64, log_alpha=(-8.0, 1.0), components=None):
     """The parameters a phase trains, at a moderate point away from every kink of the loss.
 
     arch: "lenet300" | "lenet5" (or any name refvbc.arch knows); phase: "l2" | "vd" | "sws" | "vdsws";
-    rng: a numpy Generator; dtype of every array.
+    rng: a numpy Generator; dtype of every array; components: K of the mixture (None: Table 3's 17).
     Every tensor is drawn whatever the phase (PyTorch-default theta and bias, the Table-3 mixture moved
     off its symmetric start, log alpha uniform in `log_alpha`), then the phase's keys are kept, so
     the generator ends in the same state for every phase.
@@ -59,12 +59,13 @@ def phase_params(arch, phase, rng, dtype=np.float64, log_alpha=(-8.0, 1.0)):
     .log_pi (sws, vdsws).
     """
     from refvbc import models, priors
-    from refvbc.arch import get_arch
+    from refvbc.arch import N_COMPONENTS, get_arch
     from refvbc.phases import PHASES
 
     params = models.init_params(arch, rng, dtype=np.float64)
     flat = np.concatenate([params[k].ravel() for k in models.weight_keys(arch)])
-    mu, ll, lp = priors.mixture_init(flat, dtype=np.float64)
+    K = N_COMPONENTS if components is None else components
+    mu, ll, lp = priors.mixture_init(flat, K=K, dtype=np.float64)
     params["gmm.mu"] = mu + np.r_[0.0, rng.normal(0, 0.1 * np.abs(mu[1:]).min(), mu.size - 1)]
     params["gmm.log_lambda"] = ll + rng.normal(0, 0.3, ll.size)
     params["gmm.log_pi"] = lp + np.r_[0.0, rng.normal(0, 0.5, lp.size - 1)]

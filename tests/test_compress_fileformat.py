@@ -7,6 +7,7 @@ import zlib
 import numpy as np
 import pytest
 
+from refvbc.arch import N_COMPONENTS
 from refvbc.compress import (FormatError, compress_model, decode, encode, evaluate, read_rvbc, report,
                              write_rvbc)
 from refvbc.compress.fileformat import HEADER, MAGIC
@@ -42,6 +43,28 @@ def test_round_trip_exact(arch, method, tmp_path):
     assert [f for f in os.listdir(tmp_path) if f != "m.rvbc"] == [], "temporary file left behind"
     x = _x(arch)
     np.testing.assert_array_equal(evaluate(back, x), evaluate(cm, x))
+
+
+@pytest.mark.parametrize("method", ["sws", "vdsws"])
+@pytest.mark.parametrize("K", [33, 65])
+def test_round_trip_of_a_mixture_of_other_components(method, K, tmp_path):
+    """A model trained with --components K != 17 (beyond the paper): its codebook holds up to K values
+    (0 and the K - 1 non-zero means) and the file decodes to exactly what was encoded."""
+    p = synthetic_params("lenet300", method, density=0.05, seed=12, components=K)
+    assert p["gmm.mu"].shape == (K,), f"expected a mixture of {K}, got {p['gmm.mu'].shape}"
+    cm = compress_model("lenet300", p, method)
+    assert N_COMPONENTS < cm.codebook.size <= K, \
+        f"expected a codebook of {N_COMPONENTS + 1}..{K} values, got {cm.codebook.size}"
+    data = encode(cm)
+    back = decode(data)
+    assert back.equals(cm), f"decode(encode(cm)) differs from cm (K={K})"
+    np.testing.assert_array_equal(back.codebook, cm.codebook, err_msg="codebook")
+    for a, b in zip(cm.layers, back.layers):
+        assert a.weight.tobytes() == b.weight.tobytes(), f"{a.name}: quantized weights differ"
+    assert encode(back) == data, "re-encoding a decoded file must give the same bytes"
+    write_rvbc(str(tmp_path / "k.rvbc"), cm)
+    np.testing.assert_array_equal(evaluate(read_rvbc(str(tmp_path / "k.rvbc")), _x("lenet300")),
+                                  evaluate(cm, _x("lenet300")))
 
 
 @pytest.mark.parametrize("offset_bits,huff", [(None, True), (3, False), ({"dense": 7, "conv": 4}, True),

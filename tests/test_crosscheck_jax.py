@@ -39,6 +39,15 @@ def test_verify_jax_file(tmp_path, arch, tau2, mask):
     assert len(XU.tensor_errors(out)) == len(crosscheck.check(arrays).outputs)
 
 
+def test_verify_jax_file_with_other_components(tmp_path):
+    """--components beyond Table 3's 17: a JAX-written LeNet-300-100 file (VD+SWS objective, minibatch
+    and 5 Adam steps) with a 33-component mixture passes verify at rtol 1e-7."""
+    arrays = jax_spec.jax_file(XU.inputs("lenet300", 0.02, steps=XU.STEPS, components=33))
+    assert arrays["step5/param/gmm.log_pi"].shape == (33,), arrays["step5/param/gmm.log_pi"].shape
+    code, out, err = XU.run_verify(arrays, tmp_path / "jax33.npz")
+    XU.assert_passes(code, out, err, REL_TOL, "jax lenet300 K=33")
+
+
 @pytest.mark.slow
 def test_verify_jax_minibatch_only(tmp_path):
     code, out, err = XU.run_verify(jax_file("lenet5", 0.02, steps=0), tmp_path / "jax.npz")

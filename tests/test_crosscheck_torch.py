@@ -113,6 +113,38 @@ def test_keys_shapes_dtypes(arch_name, tau2, mask):
 @pytest.mark.parametrize("arch_name,tau2,mask", CASES)
 def test_matches_torch(arch_name, tau2, mask):
     arrays, (loss, logits, grads, _) = exported(arch_name, tau2, mask)
+    errors = torch_disagreements(arrays, loss, logits, grads, tau2)
+    assert not errors, "exported file differs from the torch recomputation:\n" + "\n".join(errors)
+
+
+# --components K beyond Table 3's 17 (K from param/gmm.mu everywhere): LeNet-300-100 at K = 33 with the
+# VD+SWS objective (tau1 = 1) and the mixture and data terms alone (tau1 = 0, SWS's prior), fast tier.
+K_OTHER = 33
+
+
+@pytest.mark.parametrize("tau1", [1.0, 0.0], ids=["vdsws", "tau1=0"])
+def test_matches_torch_with_other_components(tau1):
+    arrays = XU.build("lenet300", 0.02, tau1=tau1, components=K_OTHER)
+    for n in ("gmm.mu", "gmm.log_lambda", "gmm.log_pi"):
+        for kind in ("param", "grad"):
+            got = np.shape(arrays[f"{kind}/{n}"])
+            assert got == (K_OTHER,), f"{kind}/{n}: expected shape ({K_OTHER},), got {got}"
+    loss, logits, grads = torch_spec.spec_loss(arrays)
+    errors = torch_disagreements(arrays, loss, logits, grads, 0.02)
+    assert not errors, f"K={K_OTHER} tau1={tau1}: exported file differs from torch:\n" + "\n".join(errors)
+
+
+def test_verify_torch_file_with_other_components(tmp_path):
+    """A PyTorch-written 5-step trajectory with a 33-component mixture passes verify at rtol 1e-7."""
+    arrays = torch_spec.spec_file(XU.inputs("lenet300", 0.02, steps=XU.STEPS, components=K_OTHER))
+    assert arrays["step5/adam.v/gmm.mu"].shape == (K_OTHER,), arrays["step5/adam.v/gmm.mu"].shape
+    code, out, err = XU.run_verify(arrays, tmp_path / "torch33.npz")
+    XU.assert_passes(code, out, err, REL_TOL, f"torch lenet300 K={K_OTHER} steps={XU.STEPS}")
+
+
+def torch_disagreements(arrays, loss, logits, grads, tau2):
+    """Lines naming every output of the exported `arrays` that differs from the torch recomputation
+    (loss, logits, grads) by more than REL_TOL, and fixed or tau2 = 0 entries that are not exactly 0."""
     errors = []
     e = rel_err(arrays["out/loss"], loss)
     if not e <= REL_TOL:
@@ -140,7 +172,7 @@ def test_matches_torch(arch_name, tau2, mask):
             i = np.unravel_index(np.argmax(np.abs(g - g_torch)), g.shape)
             errors.append(f"{key}: rel err {e:.3e} (worst at {tuple(int(j) for j in i)}: exported "
                           f"{g[i]!r} torch {g_torch[i]!r}, max|torch| {np.max(np.abs(g_torch)):.3e})")
-    assert not errors, "exported file differs from the torch recomputation:\n" + "\n".join(errors)
+    return errors
 
 
 @pytest.mark.parametrize("arch_name,tau2,mask", CASES)

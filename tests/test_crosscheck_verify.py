@@ -93,6 +93,10 @@ BAD_FILES = {
     "missing-arch": (_drop("config/arch"), "missing key config/arch"),
     "missing-step-state": (_drop("step2/adam.m/fc1.bias"), "missing 1 key: step2/adam.m/fc1.bias"),
     "missing-lr": (_drop("config/lr/log_pi"), "missing 1 key: config/lr/log_pi"),
+    "missing-mu": (_drop("param/gmm.mu"), "missing key param/gmm.mu"),
+    "mu-2d": (_set("param/gmm.mu", np.zeros((17, 1))), "param/gmm.mu must be a (K,) array with K >= 2"),
+    "mu-one": (_set("param/gmm.mu", np.zeros(1)), "got shape (1,)"),
+    "other-K": (_set("param/gmm.log_pi", np.zeros(33)), "param/gmm.log_pi (33,) (expected (17,))"),
     "wrong-shape": (_set("grad/fc2.theta", np.zeros((300, 100))), "grad/fc2.theta (300, 100) (expected (100, 300))"),
     "wrong-batch": (_set("noise/fc1", np.zeros((3, 300))), "noise/fc1 (3, 300) (expected (4, 300))"),
     "int-grad": (_set("grad/fc3.bias", np.zeros(10, dtype=np.int64)), "grad/fc3.bias must be float32 or float64"),
@@ -276,3 +280,25 @@ def test_float32_results_stored_as_float64(tmp_path):
     arrays["config/dtype"] = np.array("float32")
     code, out, _ = run_verify(arrays, tmp_path / "f.npz")
     assert code == 0 and "note: float32 file: comparing at --rtol 0.001" in out, out.splitlines()[-1]
+
+
+@pytest.mark.parametrize("K", [5, 33])
+def test_export_and_verify_other_components(tmp_path, capsys, K):
+    """`--components K` writes a file whose mixture has K entries (K from param/gmm.mu, not Table 3's
+    17), and verify recomputes it exactly; an even K is refused."""
+    path = tmp_path / "k.npz"
+    args = ["--arch", "lenet300", "--tau2", "0.02", "--batch", "2", "--seed", "3", "--steps", "1"]
+    code, out, err = XU.run_command(args + ["--components", K, "--out", path])
+    assert code == 0, f"export --components {K}: exit {code}\n{out}{err}"
+    with np.load(path) as f:
+        shapes = {k: f[k].shape for k in f.files if "gmm." in k}
+    assert shapes and set(shapes.values()) == {(K,)}, f"expected every gmm.* of shape ({K},), got {shapes}"
+    assert crosscheck.check(dict(np.load(path))).param_names[-3:] == ["gmm.mu", "gmm.log_lambda", "gmm.log_pi"]
+    code, out, err = run_verify_path(path)
+    assert code == 0 and max(tensor_errors(out).values()) == 0.0, f"verify: exit {code}\n{out[-300:]}{err}"
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        crosscheck.main(args + ["--components", str(K + 1), "--out", str(tmp_path / "even.npz")])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and f"error: --components: K must be an odd integer >= 3 (component 0 at 0, the " \
+        f"others in pairs at +-k*delta_mu), got {K + 1}" in err, f"exit {e.value.code}: {err!r}"

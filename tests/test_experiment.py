@@ -177,6 +177,62 @@ def test_existing_run_needs_resume(tiny_run):
                               "continue it or choose another --out\n", err
 
 
+def test_results_and_checkpoint_record_the_components(tiny_run):
+    """Config.components is in results.json's config and in the checkpoint; each mixture method's entry
+    holds its K; Table 3's 17 is no beyond-the-paper label."""
+    out, _ = tiny_run
+    res = json.loads((out / "results.json").read_text())
+    assert res["config"]["components"] == 17, res["config"]
+    for m in ("sws", "vdsws"):
+        assert res["methods"][m]["mixture"]["components"] == 17, (m, res["methods"][m]["mixture"])
+        assert "beyond the paper" not in res["methods"][m]["label"], res["methods"][m]["label"]
+    with np.load(out / "checkpoint.npz") as f:
+        assert json.loads(str(f["meta"]))["config"]["components"] == 17
+
+
+def test_resume_with_other_components_is_refused(tiny_run, tmp_path):
+    out = tmp_path / "copy"
+    shutil.copytree(tiny_run[0], out)
+    rc, _, err = main_in_process(tiny(out, "--resume", "--components", "33"))
+    assert rc == 1 and err.count("\n") == 1, err
+    assert err.startswith("error: --resume with different settings than the checkpoint: components: checkpoint "
+                          "17 vs now 33"), err
+
+
+def test_tiny_run_with_other_components(tiny_run, tmp_path):
+    """--components 5 (beyond the paper) from the reference run's VD model: the VD+SWS mixture has 5
+    components in the model, the results and the figure, and its row is labelled beyond the paper."""
+    pytest.importorskip("matplotlib")
+    ref, _ = tiny_run
+    out = tmp_path / "k5"
+    rc, stdout, err = main_in_process(["--arch", "lenet300", "--quick", "--seed", "3", "--out", out, "--method",
+                                       "vdsws", "--init-from", ref / "vd.npz", "--components", "5"])
+    assert rc == 0, stdout + err
+    with np.load(out / "vdsws.npz") as f:
+        assert f["param/gmm.mu"].shape == (5,), f"expected gmm.mu of shape (5,), got {f['param/gmm.mu'].shape}"
+    res = json.loads((out / "results.json").read_text())
+    assert res["config"]["components"] == 5 and res["methods"]["vdsws"]["mixture"]["components"] == 5
+    assert res["methods"]["vdsws"]["label"] == "VD+SWS K=5 (beyond the paper)", res["methods"]["vdsws"]["label"]
+    assert "mixture components K = 5 (Table 3: 17): beyond the paper" in stdout, stdout
+    assert (out / "hist_vdsws.png").exists(), sorted(os.listdir(out))
+
+
+@pytest.mark.parametrize("K, label, finetuned", [
+    (17, "VD+SWS", "VD+SWS fine-tuned (beyond the paper)"),
+    (33, "VD+SWS K=33 (beyond the paper)", "VD+SWS fine-tuned K=33 (beyond the paper)")])
+def test_a_mixture_of_other_components_is_labelled_beyond_the_paper(K, label, finetuned):
+    """The row label (results.json, docs tables) and Table 2's footnote name a K other than Table 3's."""
+    params = {"gmm.mu": np.zeros(K)}
+    for ft, want in ((False, label), (True, finetuned)):
+        got = report._label("vdsws", params, ft)
+        assert got == want, f"K={K} fine-tuned={ft}: expected label {want!r}, got {got!r}"
+    entry = {"method": "vdsws", "test_acc_compressed": 0.98, "nonzero_fraction": 0.02, "ratio_file": 100.0,
+             "ratio_paper": 120.0, "mixture": {"components": K}}
+    note = [l for l in report.table2("lenet300", {"vdsws": entry}).splitlines() if "components" in l]
+    want = [] if K == 17 else ["mixture components K = 33 (Table 3: 17): beyond the paper"]
+    assert note == want, f"expected footnote {want}, got {note}"
+
+
 def test_resume_with_other_settings_is_refused(tiny_run, tmp_path):
     out = tmp_path / "copy"
     shutil.copytree(tiny_run[0], out)
@@ -334,6 +390,10 @@ def test_corrupted_data_named(tmp_path):
     (["--arch", "lenet300", "--pi0", "1"], "--pi0 must lie in (0, 1), got 1.0"),
     (["--arch", "lenet300", "--pi0", "nan"], "--pi0 must lie in (0, 1), got nan"),
     (["--arch", "lenet300", "--max-epochs", "0"], "--max-epochs must be >= 1, got 0"),
+    (["--arch", "lenet300", "--components", "1"], "--components: K must be an odd integer >= 3"),
+    (["--arch", "lenet300", "--components", "2"], "--components: K must be an odd integer >= 3"),
+    (["--arch", "lenet300", "--components", "16"], "got 16"),
+    (["--arch", "lenet300", "--components", "17.5"], "argument --components: invalid int value: '17.5'"),
     ([], "the following arguments are required: --arch"),
 ])
 def test_bad_flags(args, msg):
@@ -359,6 +419,9 @@ def test_help_groups_and_defaults():
     text = " ".join(p.format_help().split())  # the help's words, unwrapped
     assert "--tau2 T sws/vdsws: coefficient of the mixture term (default 0.02)" in text
     assert "(default vd,sws,vdsws)" in text and "(default responsibility)" in text
+    assert group_of["--components"].startswith("the paper's hyper-parameters"), group_of["--components"]
+    k_help = text[text.index("--components K "):]
+    assert "Table 3: 17" in k_help[:400] and "beyond the paper) (default 17)" in k_help[:400], k_help[:400]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -502,25 +565,28 @@ def test_resume_of_a_checkpoint_older_than_a_setting(tmp_path):
     assert any("resumed l2 after epoch 1" in l for l in lines), lines
 
 
-@pytest.mark.parametrize("method, now, ok", [("all", "all", True), ("all", "survivors", False),
-                                             ("l2", "survivors", True), ("sws", "survivors", True)])
-def test_resume_of_a_checkpoint_older_than_a_changed_default(tmp_path, method, now, ok):
-    """A checkpoint written before --delta-mu-over existed was made with Δμ over all weights (the
-    default then, config.LEGACY_DEFAULTS): a run that trains vdsws resumes with "all" and is refused with
-    today's default; a run without vdsws (the only phase that reads the setting) resumes either way."""
+@pytest.mark.parametrize("key, then, method, now, ok", [
+    ("delta_mu_over", "all", "all", "all", True), ("delta_mu_over", "all", "all", "survivors", False),
+    ("delta_mu_over", "all", "l2", "survivors", True), ("delta_mu_over", "all", "sws", "survivors", True),
+    ("components", 17, "all", 17, True), ("components", 17, "all", 33, False), ("components", 17, "vd", 33, True)])
+def test_resume_of_a_checkpoint_older_than_a_changed_default(tmp_path, key, then, method, now, ok):
+    """A checkpoint written before a phase's setting existed was made with the value of
+    config.LEGACY_DEFAULTS: Δμ over all weights (--delta-mu-over; the default then) or Table 3's 17
+    components (--components). A run that trains a phase reading the setting (vdsws; sws and vdsws)
+    resumes with that value and is refused with another; a run without such a phase resumes either way."""
     from refvbc.config import Config
     from refvbc.train import Run, RunError
 
     cfg = Config(arch="lenet300", method=method, n_train=200, n_test=200,
-                 epochs={"l2": 2, "sws": 1, "vd": 1, "vdsws": 1}, delta_mu_over="all")
-    out, data = _checkpoint_without(tmp_path, cfg, "delta_mu_over")
-    cfg.delta_mu_over = now
+                 epochs={"l2": 2, "sws": 1, "vd": 1, "vdsws": 1}, **{key: then})
+    out, data = _checkpoint_without(tmp_path, cfg, key)
+    setattr(cfg, key, now)
     if ok:
         lines = []
         Run(cfg, out, data, log=lines.append).run(resume=True, max_epochs=1)
         assert any("resumed l2 after epoch 1" in l for l in lines), lines
     else:
-        with pytest.raises(RunError, match="delta_mu_over: checkpoint 'all' vs now 'survivors'"):
+        with pytest.raises(RunError, match=f"{key}: checkpoint {then!r} vs now {now!r}"):
             Run(cfg, out, data, log=lambda s: None).run(resume=True)
 
 

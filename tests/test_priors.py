@@ -159,10 +159,10 @@ def test_kl_vd_bad_input():
 # mixture prior
 
 
-def mixture_setup(rng, n, dtype=np.float64, std=0.05):
-    """Mixture parameters from Table 3, jittered, and weights near several components (uneven counts)
-    plus a few halfway between neighbouring means."""
-    mu, ll, lp = mixture_init(std * rng.standard_normal(1000), dtype=np.float64)
+def mixture_setup(rng, n, dtype=np.float64, std=0.05, K=N_COMPONENTS):
+    """Mixture parameters from Table 3 (K components, >= 15), jittered, and weights near several
+    components (uneven counts) plus a few halfway between neighbouring means."""
+    mu, ll, lp = mixture_init(std * rng.standard_normal(1000), K=K, dtype=np.float64)
     K = mu.shape[0]
     mu = mu + np.r_[0.0, 0.1 * (mu[2] - mu[1]) * rng.standard_normal(K - 1)]
     ll = ll + 0.3 * rng.standard_normal(K)
@@ -201,10 +201,12 @@ def test_mixture_prior_central_difference_theta():
     assert_rel(ana, num, 1e-6, "dtheta")
 
 
+@pytest.mark.parametrize("K", [N_COMPONENTS, 33])  # 33: the --components flag beyond Table 3's 17
 @pytest.mark.parametrize("gamma", [(GAMMA_ALPHA, GAMMA_BETA), (1.0, 0.0), (3.0, 1e-3)])
-def test_mixture_prior_central_difference_params(gamma):
+def test_mixture_prior_central_difference_params(gamma, K):
     rng = np.random.default_rng(11)
-    w, mu, ll, lp = mixture_setup(rng, 300)
+    w, mu, ll, lp = mixture_setup(rng, 300, K=K)
+    assert mu.shape == (K,), f"mixture_setup: expected {K} components, got shape {mu.shape}"
     thetas = split_layers(w, [(100, 2), (10, 10)])
     ga, gb = gamma
 
@@ -212,7 +214,6 @@ def test_mixture_prior_central_difference_params(gamma):
         return mixture_prior(thetas, m, l, p, gamma_alpha=ga, gamma_beta=gb)[0]
 
     value, _, dmu, dll, dlp = mixture_prior(thetas, mu, ll, lp, gamma_alpha=ga, gamma_beta=gb)
-    K = mu.shape[0]
     learn = list(range(1, K))
     # The Gamma term (~1e7 with the spec's alpha) depends on log_lambda only; mu and rho are
     # differenced without it (same gradient, far less round-off in the value).
@@ -367,6 +368,34 @@ def test_mixture_init_table3(dtype):
         mixture_init(allw, K=4)
     with pytest.raises(ValueError, match="std"):
         mixture_init(np.zeros(10))
+
+
+@pytest.mark.parametrize("K", [5, 17, 33, 65])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_mixture_init_components(K, dtype):
+    """Table 3's layout for any odd K (the --components flag): delta_mu = 2 std(w) / K, mu = [0, the
+    (K-1)/2 negative multiples ascending, the positive ones ascending], equal precisions and logits."""
+    rng = np.random.default_rng(21)
+    w = 0.05 * rng.standard_normal(5000)
+    mu, ll, lp = mixture_init(w.astype(dtype), K=K, dtype=dtype)
+    for name, a in (("mu", mu), ("log_lambda", ll), ("log_pi", lp)):
+        assert a.dtype == dtype and a.shape == (K,), \
+            f"{name}: expected {np.dtype(dtype)} ({K},), got {a.dtype} {a.shape}"
+    dmu = 2 * np.std(w.astype(dtype).astype(np.float64)) / K
+    half = (K - 1) // 2
+    expect_mu = np.r_[0.0, np.arange(-half, 0), np.arange(1, half + 1)] * dmu
+    tol = 1e-6 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(mu, expect_mu, rtol=tol, err_msg=f"mu with K={K}")
+    np.testing.assert_allclose(ll, np.full(K, -2 * np.log(0.9 * dmu)), rtol=tol, err_msg=f"log_lambda K={K}")
+    np.testing.assert_allclose(lp, np.r_[np.log(PI0), np.full(K - 1, np.log((1 - PI0) / K))], rtol=tol,
+                               err_msg=f"log_pi K={K}")
+    assert mu[0] == 0.0 and np.array_equal(mu[1:half + 1], -mu[:half:-1]), f"K={K}: means not symmetric: {mu}"
+
+
+@pytest.mark.parametrize("K", [1, 2, 4, 16, 3.0, True, "17"])
+def test_mixture_init_refuses_a_bad_number_of_components(K):
+    with pytest.raises(ValueError, match=f"K must be an odd integer >= 3 .*got {K!r}"):
+        mixture_init(np.linspace(-1, 1, 50), K=K)
 
 
 def test_vectorizable_exp_matches_numpy():

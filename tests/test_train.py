@@ -145,3 +145,55 @@ def test_delta_mu_over_deterministic_start_uses_every_weight():
 def test_delta_mu_over_rejects_unknown_reading():
     with pytest.raises(ValueError, match="delta_mu_over must be 'all' or 'survivors', got 'some'"):
         phase_setup(Config(method="vdsws", delta_mu_over="some"), "vdsws", _vd_start())
+
+
+# ----------------------------------------------------------------------------------------------------
+# the number of mixture components (--components, Config.components)
+
+
+@pytest.mark.parametrize("phase", ["sws", "vdsws"])
+@pytest.mark.parametrize("K", [5, 17, 33])
+def test_phase_setup_builds_a_mixture_of_cfg_components(phase, K):
+    """A mixture phase starts from Table 3's initialisation with K = cfg.components components."""
+    start = _vd_start() if phase == "vdsws" else models.init_params("lenet300", np.random.default_rng(2),
+                                                                     dtype=np.float64)
+    cfg = Config(arch="lenet300", method=phase, dtype="float64", components=K)
+    got, lrs, _ = phase_setup(cfg, phase, start)
+    w = models.mixture_init_weights("lenet300", got, cfg.delta_mu_over)
+    want = priors.mixture_init(w, K=K, pi0=cfg.pi0, dtype=np.float64)
+    for name, a in zip(("gmm.mu", "gmm.log_lambda", "gmm.log_pi"), want):
+        assert got[name].shape == (K,), f"{name}: expected shape ({K},), got {got[name].shape}"
+        np.testing.assert_array_equal(got[name], a, err_msg=f"{name} with components={K}")
+    assert {"mu", "log_lambda", "log_pi"} <= set(lrs), f"the mixture groups are not trained: {sorted(lrs)}"
+
+
+def test_phase_setup_of_a_phase_without_mixture_ignores_components():
+    cfg = Config(arch="lenet300", method="vd", dtype="float64", components=33)
+    got, _, _ = phase_setup(cfg, "vd", models.init_params("lenet300", np.random.default_rng(3), np.float64))
+    assert not any(k.startswith("gmm.") for k in got), sorted(got)
+
+
+def test_init_from_a_mixture_of_other_components_is_refused(tmp_path):
+    """A start model whose mixture has 17 components does not belong to a --components 33 run."""
+    from refvbc.train import RunError, load_init, save_params
+
+    cfg = Config(arch="lenet300", method="sws", dtype="float64", components=17)
+    params, _, _ = phase_setup(cfg, "sws", models.init_params("lenet300", np.random.default_rng(4), np.float64))
+    save_params(str(tmp_path / "sws.npz"), "lenet300", params, phase="sws")
+    assert set(load_init(Config(arch="lenet300", method="sws", init_from=str(tmp_path)))) == {"sws"}
+    with pytest.raises(RunError, match=r"sws.npz: a mixture of shape \(17,\), but this run is --components 33"):
+        load_init(Config(arch="lenet300", method="sws", components=33, init_from=str(tmp_path)))
+
+
+def test_cuda_stepper_refuses_more_components_than_its_kernels_hold():
+    """The numba.cuda kernels keep K sums per thread in shared memory (at most KMAX): a larger mixture
+    is refused with a message before anything runs on a device."""
+    from refvbc.kernels.cuda_prior import KMAX
+    from refvbc.optim import Adam
+    from refvbc.train import RunError, make_stepper
+
+    K = KMAX + 1 + KMAX % 2  # the smallest odd K above KMAX
+    cfg = Config(arch="lenet300", method="sws", components=K)
+    params, lrs, coefs = phase_setup(cfg, "sws", models.init_params("lenet300", np.random.default_rng(5)))
+    with pytest.raises(RunError, match=f"at most {KMAX} mixture components, got {K}"):
+        make_stepper("cuda", "lenet300", params, Adam(lrs), coefs, 60000)

@@ -2,7 +2,8 @@
 
 Shape legend
     n        number of weights of one layer (any shape; clustering is element-wise)
-    K        mixture components: 17 for the trained mixture (component 0: mu = 0), 64 for the VD-only EM
+    K        mixture components: the trained mixture's (Table 3: 17; component 0: mu = 0), 64 for the
+             VD-only EM
     V        codebook entries: 0.0 first, then the distinct non-zero float32 cluster centres in use
 
 - "sws"/"vdsws": every weight mean goes to the mean of the component with the highest responsibility

@@ -1,7 +1,7 @@
 """Synthetic trained-looking parameters, for tests, benchmarks and trying the file format without training.
 
 Shape legend
-    K        mixture components (arch.N_COMPONENTS = 17), component 0 at mu = 0
+    K        mixture components (`components`; default arch.N_COMPONENTS = 17), component 0 at mu = 0
     params   the project's flat dict: "<layer>.theta" / ".log_sigma2" / ".bias" in arch shapes, "gmm.*" (K,)
 
 A weight survives with probability `density`; survivors sit near a random non-zero mixture mean, the rest
@@ -15,11 +15,12 @@ import numpy as np
 from refvbc.arch import N_COMPONENTS, get_arch
 
 
-def synthetic_params(arch, method, density=0.02, dead_units=0.1, seed=0, dtype=np.float64):
+def synthetic_params(arch, method, density=0.02, dead_units=0.1, seed=0, dtype=np.float64,
+                     components=N_COMPONENTS):
     """Random parameters for `arch` and `method` ("l2", "vd", "sws", "vdsws") -> flat dict of `dtype`.
-    `density` is a float or a dict {layer name: float}."""
+    `density` is a float or a dict {layer name: float}; `components` is K (>= 2)."""
     rng = np.random.default_rng(seed)
-    K = N_COMPONENTS
+    K = components
     mu = np.concatenate([[0.0], np.linspace(-0.4, 0.4, K - 1)])
     mu[1:] += 0.01 * rng.standard_normal(K - 1)  # no exact ties, no zero besides mu[0]
     p = {}

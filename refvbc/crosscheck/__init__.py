@@ -2,7 +2,7 @@
 "Cross-check file").
 
     python -m refvbc.crosscheck [export] --arch A --tau2 T --batch B --seed S [--steps K] [--mask-pruned]
-                                --out FILE.npz
+                                [--components C] --out FILE.npz
     python -m refvbc.crosscheck verify FILE.npz [--rtol R]
 
 Modules: layout (keys, shapes, validation), compute (refvbc's outputs for a file's inputs), export

@@ -1,13 +1,16 @@
 """Command line of refvbc.crosscheck.
 
     python -m refvbc.crosscheck [export] --arch A --tau2 T --batch B --seed S [--steps K]
-                                [--mask-pruned] [--dtype float64|float32] [--inputs-only] --out FILE.npz
+                                [--mask-pruned] [--components C] [--dtype float64|float32] [--inputs-only]
+                                --out FILE.npz
     python -m refvbc.crosscheck verify FILE.npz [--rtol R]
 """
 
 import argparse
 import sys
 
+from ..arch import N_COMPONENTS
+from ..priors import check_components
 from .export import build, write
 from .verify import verify_file
 
@@ -29,6 +32,8 @@ def _export(argv):
     p.add_argument("--mask-pruned", action="store_true",
                    help="the loss's mask_pruned option (config/mask_pruned = 1): weights with log alpha >= "
                         "log 19 are zero in the forward pass; the parameters then hold 40%% pruned weights")
+    p.add_argument("--components", type=int, default=N_COMPONENTS, metavar="C",
+                   help="mixture components, an odd integer >= 3 (default %(default)s, the paper's Table 3)")
     p.add_argument("--dtype", choices=["float64", "float32"], default="float64",
                    help="float32 writes what refvbc's float32 path computes (float32 arrays)")
     p.add_argument("--inputs-only", action="store_true",
@@ -40,8 +45,12 @@ def _export(argv):
         p.error(f"--batch must be >= 1, got {a.batch}")
     if not 0 <= a.steps <= 1000:
         p.error(f"--steps must lie in 0..1000, got {a.steps}")
+    try:
+        check_components(a.components)
+    except ValueError as e:
+        p.error(f"--components: {e}")
     arrays = build(a.arch, a.tau2, a.batch, a.seed, tau1=a.tau1, steps=a.steps, dtype=a.dtype,
-                   with_outputs=not a.inputs_only, mask_pruned=a.mask_pruned)
+                   with_outputs=not a.inputs_only, mask_pruned=a.mask_pruned, components=a.components)
     try:
         write(a.out, arrays)
     except OSError as e:

@@ -8,7 +8,7 @@ import numpy as np
 
 from ..objective import loss_and_grads
 from ..optim import Adam
-from .layout import ADAM_KEYS, CONFIG_KEYS, LR_GROUPS, OPTION_KEYS, param_shapes
+from .layout import ADAM_KEYS, CONFIG_KEYS, LR_GROUPS, OPTION_KEYS, components_of, param_shapes
 
 
 def config_of(arrays):
@@ -46,7 +46,8 @@ def outputs(arrays, arch, steps, single=True, dtype=np.float64):
     """
     dtype = np.dtype(dtype)
     config = config_of(arrays)
-    params = {n: np.array(arrays[f"param/{n}"], dtype=dtype) for n in param_shapes(arch)}
+    names = param_shapes(arch, components_of(arrays))
+    params = {n: np.array(arrays[f"param/{n}"], dtype=dtype) for n in names}
     out = {}
     if single:
         out.update(minibatch(arch, params, arrays, "", config, dtype)[0])

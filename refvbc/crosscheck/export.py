@@ -3,7 +3,7 @@ parameters, noise, loss, logits and every gradient, and optionally K Adam steps 
 for re-derivation in PyTorch / JAX.
 
     python -m refvbc.crosscheck --arch {lenet300,lenet5} --tau2 T --batch B --seed S [--steps K]
-                                [--mask-pruned] --out FILE.npz
+                                [--mask-pruned] [--components K] --out FILE.npz
 
 Parameters are chosen to exercise every branch of the objective: log alpha below, inside and above the
 clip range [-10, 10] (kept at least 0.5 away from the edges), weights near several mixture components,
@@ -16,7 +16,7 @@ no log alpha lies within 1 of log 19.
 import numpy as np
 
 from .. import models, priors
-from ..arch import GAMMA_ALPHA, GAMMA_BETA, INPUT_SHAPES, N_TRAIN, PI0, get_arch
+from ..arch import GAMMA_ALPHA, GAMMA_BETA, INPUT_SHAPES, N_COMPONENTS, N_TRAIN, PI0, get_arch
 from ..data import load_mnist
 from ..fileio import atomic_savez
 from ..optim import TABLE3_LR
@@ -43,12 +43,12 @@ def _branchy(theta, rng, pruned_inside=False):
     return theta, la + np.log(theta * theta + 1e-8)
 
 
-def _params(arch, rng, mask_pruned=False):
-    """Branchy float64 parameters of `arch` (see the module docstring)."""
+def _params(arch, rng, mask_pruned=False, components=N_COMPONENTS):
+    """Branchy float64 parameters of `arch` with a mixture of `components` (see the module docstring)."""
     net = get_arch(arch)
     params = models.init_params(arch, rng, dtype=np.float64)
     flat = np.concatenate([params[f"{l.name}.theta"].ravel() for l in net])
-    mu, log_lambda, log_pi = priors.mixture_init(flat, dtype=np.float64)
+    mu, log_lambda, log_pi = priors.mixture_init(flat, K=components, dtype=np.float64)
     # Move the parameters of the mixture off their symmetric initialisation.
     mu = mu + np.concatenate([[0.0], rng.normal(0.0, 0.1 * np.abs(mu[1:]).min(), mu.size - 1)])
     log_lambda = log_lambda + rng.normal(0.0, 0.3, log_lambda.size)
@@ -78,18 +78,19 @@ def _batch(arch, batch, rng, images, prefix=""):
 
 
 def inputs(arch, tau2, batch, seed, tau1=1.0, n_data=N_TRAIN, steps=0, lrs=None,
-           betas=(0.9, 0.999), eps=1e-8, mask_pruned=False):
+           betas=(0.9, 0.999), eps=1e-8, mask_pruned=False, components=N_COMPONENTS):
     """The input keys of a cross-check file (float64): config, params, one minibatch and, for
     steps > 0, the trajectory's config (learning rates per group, Adam betas/eps) and one
     minibatch per step.  mask_pruned: config/mask_pruned = 1 (else 0) and parameters with 40%
-    of the weights pruned (see _branchy)."""
+    of the weights pruned (see _branchy).  components: K of the mixture (priors.mixture_init:
+    odd, >= 3; Table 3's 17 by default)."""
     get_arch(arch)
     if batch < 1:
         raise ValueError(f"batch must be >= 1, got {batch}")
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
     rng = np.random.default_rng(seed)
-    params = _params(arch, rng, mask_pruned)
+    params = _params(arch, rng, mask_pruned, components)
     images = load_mnist("test")
     out = {
         "config/arch": np.array(arch), "config/tau1": np.array(float(tau1)),
@@ -111,13 +112,14 @@ def inputs(arch, tau2, batch, seed, tau1=1.0, n_data=N_TRAIN, steps=0, lrs=None,
 
 
 def build(arch, tau2, batch, seed, tau1=1.0, n_data=N_TRAIN, steps=0, dtype=np.float64, with_outputs=True,
-          mask_pruned=False):
+          mask_pruned=False, components=N_COMPONENTS):
     """Return the spec's {key: array} for one minibatch of `arch` (and `steps` Adam steps with the
     Table-3 learning rates), computed by refvbc in `dtype` (float64, or float32 to see what a
     float32 implementation gives: every float array of the file is then float32), with the
-    mask_pruned option of the loss on or off.  Without outputs: the input keys only, for another
-    framework to add its own outputs to."""
-    arrays = inputs(arch, tau2, batch, seed, tau1=tau1, n_data=n_data, steps=steps, mask_pruned=mask_pruned)
+    mask_pruned option of the loss on or off and a mixture of `components`.  Without outputs: the
+    input keys only, for another framework to add its own outputs to."""
+    arrays = inputs(arch, tau2, batch, seed, tau1=tau1, n_data=n_data, steps=steps, mask_pruned=mask_pruned,
+                    components=components)
     dtype = np.dtype(dtype)
     if dtype != np.float64:
         arrays = {k: v.astype(dtype) if v.dtype == np.float64 and not k.startswith("config/") else v

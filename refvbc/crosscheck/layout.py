@@ -15,7 +15,7 @@ from collections import namedtuple
 
 import numpy as np
 
-from ..arch import ARCHS, INPUT_SHAPES, N_CLASSES, N_COMPONENTS, get_arch
+from ..arch import ARCHS, INPUT_SHAPES, N_CLASSES, get_arch
 
 CONFIG_KEYS = ("tau1", "tau2", "n_data", "pi0", "gamma_alpha", "gamma_beta")
 OPTION_KEYS = ("mask_pruned",)  # optional 0/1 switches of the loss (docs/objective.md "Options"); 0 when absent
@@ -40,16 +40,26 @@ class LayoutError(ValueError):
     """The mapping is not a valid cross-check file; the message is one line."""
 
 
-def param_shapes(arch):
-    """{param name: shape} in the file's canonical order (layers, then gmm.*)."""
+def param_shapes(arch, K):
+    """{param name: shape} in the file's canonical order (layers, then gmm.* with K components)."""
     out = {}
     for layer in get_arch(arch):
         out[f"{layer.name}.theta"] = layer.weight_shape
         out[f"{layer.name}.log_sigma2"] = layer.weight_shape
         out[f"{layer.name}.bias"] = (layer.weight_shape[0],)
     for n in ("gmm.mu", "gmm.log_lambda", "gmm.log_pi"):
-        out[n] = (N_COMPONENTS,)
+        out[n] = (K,)
     return out
+
+
+def components_of(arrays):
+    """K, the mixture's components: the length of param/gmm.mu (any K >= 2; the paper's is 17)."""
+    if "param/gmm.mu" not in arrays:
+        raise LayoutError("missing key param/gmm.mu")
+    shape = np.shape(arrays["param/gmm.mu"])
+    if len(shape) != 1 or shape[0] < 2:
+        raise LayoutError(f"param/gmm.mu must be a (K,) array with K >= 2 components, got shape {shape}")
+    return shape[0]
 
 
 def batch_keys(arch, prefix, batch):
@@ -60,9 +70,10 @@ def batch_keys(arch, prefix, batch):
     return out
 
 
-def output_keys(arch, prefix, batch, with_state):
-    """{key: shape} of what an implementation computes for one minibatch, in comparison order."""
-    shapes = param_shapes(arch)
+def output_keys(arch, K, prefix, batch, with_state):
+    """{key: shape} of what an implementation computes for one minibatch (K mixture components), in
+    comparison order."""
+    shapes = param_shapes(arch, K)
     out = {f"{prefix}out/loss": (), f"{prefix}out/logits": (batch, N_CLASSES)}
     out.update({f"{prefix}grad/{n}": s for n, s in shapes.items()})
     if with_state:
@@ -109,8 +120,9 @@ def check(arrays):
         x = arrays.get(f"{prefix}input/x")
         return int(np.shape(x)[0]) if x is not None and np.ndim(x) >= 1 else 1
 
+    K = components_of(arrays)
     want_in = {f"config/{k}": () for k in CONFIG_KEYS}
-    want_in.update({f"param/{n}": s for n, s in param_shapes(arch).items()})
+    want_in.update({f"param/{n}": s for n, s in param_shapes(arch, K).items()})
     want_out = {}
     prefixes = ([""] if single else []) + [f"step{k}/" for k in range(1, steps + 1)]
     if steps:
@@ -122,7 +134,7 @@ def check(arrays):
         if b < 1:
             raise LayoutError(f"{p}input/x holds an empty batch (shape {np.shape(arrays[p + 'input/x'])})")
         want_in.update(batch_keys(arch, p, b))
-        want_out.update(output_keys(arch, p, b, with_state=bool(p)))
+        want_out.update(output_keys(arch, K, p, b, with_state=bool(p)))
 
     if not any(k in arrays for k in want_out):
         raise LayoutError(f"holds no outputs ({len(want_out)} missing, e.g. {_short(want_out, 2)}): an inputs-only "
@@ -172,4 +184,4 @@ def check(arrays):
     known = set(want_in) | set(want_out) | {"config/arch", "config/dtype"}
     known |= {f"config/{k}" for k in OPTION_KEYS}
     unknown = sorted(k for k in arrays if k not in known)
-    return Layout(arch, steps, single, dtype, list(param_shapes(arch)), list(want_out), unknown)
+    return Layout(arch, steps, single, dtype, list(param_shapes(arch, K)), list(want_out), unknown)

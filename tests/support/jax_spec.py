@@ -7,8 +7,9 @@ for a trajectory, ``config/steps``, ``config/lr/<group>``, ``config/adam/*``, ``
 gradients come from jax.value_and_grad, Adam is written out from its definition (PyTorch's: step
 counter first, bias-corrected moments, eps outside the square root).
 
-Shape legend: B batch; K = 17 mixture components; dense theta (out, in), conv theta (out_c, in_c, 5, 5);
-pre-activations (B, out) or (B, C, H, W); params are a dict name -> array.
+Shape legend: B batch; K mixture components (the length of param/gmm.mu; Table 3: 17); dense theta
+(out, in), conv theta (out_c, in_c, 5, 5); pre-activations (B, out) or (B, C, H, W); params are a dict
+name -> array.
 """
 
 import math

@@ -9,7 +9,8 @@ reads.
 
 Shape legend
     B        batch size
-    K        mixture components (17 in the spec), component 0 fixed (mu_0 = 0, pi_0 = config/pi0)
+    K        mixture components (the length of param/gmm.mu; 17 in the paper's Table 3), component 0
+             fixed (mu_0 = 0, pi_0 = config/pi0)
     dense    theta, log_sigma2 (out, in); bias (out,); x (B, in); pre-activation (B, out)
     conv     theta, log_sigma2 (out_c, in_c, kh, kw); bias (out_c,); pre-activation (B, out_c, H', W')
     lenet300 input (B, 784): fc1, fc2, fc3
