@@ -88,11 +88,17 @@ def decoded(out):
     return {m: (100 * r["test_acc_compressed"], r["ratio_file"]) for m, r in methods.items() if m in ROWS}
 
 
+# the Table 2 runs at today's defaults (candidate b's L2 schedule, by the code that made Table 2):
+# docs/results/lenet300/results.json and seeds/seed<N>/results.json
+TABLE2 = "table2"
+
+
 def add_chain(doc, name, seed, path):
-    """Take the whole-chain run whose results.json is `path` as candidate `name`'s seed `seed` (a Table 2
-    run made with the candidate's settings as defaults: docs/results/lenet300/seeds/seed<N>/)."""
-    if name not in GRID:
-        raise ValueError(f"--add-chain: unknown candidate {name!r}; the grid has {sorted(GRID)}")
+    """Take the whole-chain run whose results.json is `path` as candidate `name`'s seed `seed` (`name`
+    a grid point or TABLE2, the Table 2 runs: docs/results/lenet300/[seeds/seed<N>/]results.json)."""
+    if name not in GRID and name != TABLE2:
+        raise ValueError(f"--add-chain: unknown candidate {name!r}; the grid has {sorted(GRID)} "
+                         f"(or {TABLE2!r})")
     doc["chain"].setdefault(name, {})[str(seed)] = {m: list(v) for m, v in decoded(path).items()}
     with open(path) as f:
         r = json.load(f)
@@ -139,7 +145,7 @@ def table(doc):
     for n, g in doc["grid"].items():
         acc = f"{doc['l2'][n]:.2f}%" if n in doc["l2"] else "not run"
         lines.append(f"| {n} | {g['epochs']} | {g['lr']:g} | {g['decay_from']} | {g['weight_decay']:g} | {acc} |")
-    lines += ["", "Whole chain per candidate (decoded files; seed mean +- std over the seeds listed):", "",
+    lines += ["", "Whole chain per candidate (decoded files; seed mean ± sample std over the seeds listed):", "",
               "| candidate | seeds | " + " | ".join(ROWS) + " |", "|---|---|" + "---|" * len(ROWS)]
     for n, seeds in doc["chain"].items():
         cells = []
@@ -149,7 +155,7 @@ def table(doc):
                 cells.append("-")
                 continue
             acc, cr = np.array([x[0] for x in v]), np.array([x[1] for x in v])
-            spread = f" ± {acc.std():.2f}" if len(v) > 1 else ""
+            spread = f" ± {acc.std(ddof=1):.2f}" if len(v) > 1 else ""
             cells.append(f"{acc.mean():.2f}{spread}%" + (f" @ {cr.mean():.1f}×" if m != "l2" else ""))
         lines.append(f"| {n} | {','.join(seeds)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -35,7 +35,13 @@ def test_add_chain_and_table_mean_and_std(tmp_path):
     ps.add_chain(doc, "b", 1, results(tmp_path, "s1", {"l2": (98.2, 1.0), "vdsws": (97.8, 230.0)}))
     assert doc["made_by"]["b-seed1"] == {"commit": "abc", "command": "python run_experiments.py --arch lenet300"}
     row = [l for l in ps.table(doc).split("\n") if l.startswith("| b |")]
-    assert row == ["| b | 0,1 | 98.30 ± 0.10% | - | - | 97.90 ± 0.10% @ 235.0× |"], row
+    assert row == ["| b | 0,1 | 98.30 ± 0.14% | - | - | 97.90 ± 0.14% @ 235.0× |"], row  # sample std
+
+
+def test_add_chain_takes_the_table2_runs(tmp_path):
+    doc = {"chain": {}}
+    ps.add_chain(doc, ps.TABLE2, 2, results(tmp_path, "s2", {"vdsws": (97.7, 240.0)}))
+    assert doc["chain"] == {"table2": {"2": {"vdsws": [97.7, 240.0]}}}, doc
 
 
 def test_add_chain_refuses_an_unknown_candidate(tmp_path):
