@@ -11,14 +11,17 @@ input as one line on stderr with exit status 2.
 """
 
 import argparse
+import os
 import sys
+from dataclasses import asdict
 
 import numpy as np
 
 from . import experiment, sweep
 from .arch import ARCHS
 from .compress.pipeline import add_clustering_arguments
-from .config import QUICK, Config, InvocationError, Invocation, invocation_from_args
+from .config import QUICK, CompressOptions, Config, InvocationError, Invocation, default_epochs, \
+    invocation_from_args
 from .finetune import VARIANTS as FINETUNE_VARIANTS
 from .priors import check_components
 from .train import METHOD_PHASES
@@ -192,19 +195,56 @@ def _sweep(p):
                    help="VD: pruning thresholds, dropout rates in (0, 1) (default %(default)s)")
     g.add_argument("--sweep-clusters", default=D["clusters"], metavar="LIST",
                    help="VD: clusters of the codebook's 1-D GMM, integers >= 1 (default %(default)s)")
+    g.add_argument("--sweep-components", default=D["components"], metavar="LIST",
+                   help="SWS, VD+SWS: numbers K of mixture components, integers >= 2, each point run with "
+                        "--components K (default %(default)s, Table 3)")
     g.add_argument("--sweep-tau2", default=D["tau2"], metavar="LIST",
                    help="SWS, VD+SWS: tau2 values >= 0 (default %(default)s)")
+    g.add_argument("--sweep-gamma-beta", default=D["gamma_beta"], metavar="LIST",
+                   help="VD+SWS: Gamma hyper-prior beta values > 0, each point run with --gamma-beta B and "
+                        "--gamma-alpha kept; the SWS points keep the default. With alpha 1e5 and beta a rate "
+                        "(--gamma-param rate) the mode precision is (alpha-1)/beta, so the mode width "
+                        "sigma_mode = sqrt(beta/(alpha-1)): beta 10 -> sigma 0.01, beta 1.6 -> 0.004 "
+                        "(default %(default)s)")
     g.add_argument("--sweep-pi0", default=D["pi0"], metavar="LIST",
                    help="SWS, VD+SWS: pi0 values in (0, 1) (default %(default)s)")
     g.add_argument("--sweep-epochs", type=int, default=None, metavar="N",
                    help="epochs of every retrained point (default %(default)s: the phase's, 100; fewer give "
                         "a shorter, cheaper sweep whose points are not the full phase)")
+    _sweep_points(g)
 
 
-def build_parser():
+def _sweep_points(g):
+    g.add_argument("--sweep-done", action="append", default=None, metavar="DIR[,DIR...]",
+                   help="read-only directories of finished points, <point>/ each with results.json and its "
+                        ".rvbc (as committed under docs/results/<arch>/sweep/): a point of the grid found "
+                        "there, made from --init-from's model with this sweep's settings, is done (not "
+                        "trained, not printed); nothing is written there; repeatable (default %(default)s)")
+    g.add_argument("--print-commands", default=None, metavar="FILE",
+                   help="write one self-contained command per retrained point not done yet (in "
+                        "--sweep-done or OUT/points), one a line: python run_experiments.py --arch A --method "
+                        "sws|vdsws --init-from <start model> --out OUT/points/<point> <its flags> --resume; "
+                        "run them in any order, under any scheduler, from this directory (paths as given "
+                        "here); each makes a point that --resume and --collect take as done. Trains nothing; "
+                        "an existing FILE that is not a commands file is refused (default %(default)s)")
+    g.add_argument("--collect", action="append", default=None, metavar="DIR[,DIR...]",
+                   help="build tradeoff.json and tradeoff.png in --out (replacing those two) from finished "
+                        "point directories made anywhere (DIR/<point>/results.json, or DIR itself a point), "
+                        "training nothing; the VD points are computed from --init-from as in a sweep. Refused "
+                        "with a one-line error: a point made from another start model than --init-from's "
+                        "(the init_sha256 of its config) or with other settings than this sweep's (epochs, "
+                        "rates, seed, ...). Included with a warning line and in_grid false: a point whose K, "
+                        "tau2, gamma beta or pi0 is not in the grid. Repeatable (default %(default)s)")
+    g.add_argument("--sweep-defaults", default=None, metavar="FILE",
+                   help="results.json whose rows the figure shows as our default Table 2 rows (default "
+                        "%(default)s: --init-from DIR/results.json when there)")
+
+
+def build_parser(cls=Parser):
     """The parser of run_experiments.py (its groups: run control, the paper's hyper-parameters, its
-    open choices, schedules it does not state, beyond the paper, compression, sweep)."""
-    p = Parser(prog=PROG,
+    open choices, schedules it does not state, beyond the paper, compression, sweep); `cls`: the
+    parser class (one that raises instead of exiting checks a command line)."""
+    p = cls(prog=PROG,
                description="Train L2 / SWS / VD / VD+SWS on MNIST (Federici et al. 2017, Table 2), compress "
                            "each model to a .rvbc file and report accuracy, sparsity and compression ratios.")
     d = Config()
@@ -252,6 +292,16 @@ def validate(p, a):
     if a.finetune_epochs < 1 or not (a.finetune_lr > 0 and np.isfinite(a.finetune_lr)):
         p.error("--finetune-epochs must be >= 1 and --finetune-lr a positive number")
     _validate_processes(p, a)
+    _validate_sweep(p, a)
+
+
+def _validate_sweep(p, a):
+    if not a.sweep:
+        for flag in ("print_commands", "collect", "sweep_done", "sweep_defaults"):
+            if getattr(a, flag) is not None:
+                p.error(f"--{flag.replace('_', '-')} needs --sweep")
+    if a.print_commands is not None and a.collect is not None:
+        p.error("--print-commands and --collect cannot be used together")
 
 
 def _validate_processes(p, a):
@@ -274,11 +324,89 @@ def _validate_processes(p, a):
                     f"{a.components}")
 
 
+def _dirs(values):
+    """The directories of a repeatable DIR[,DIR...] flag, in order."""
+    return tuple(d.strip() for v in values or () for d in v.split(",") if d.strip())
+
+
 def sweep_request(a, inv):
     """The SweepRequest of parsed arguments `a` whose training settings are invocation `inv`."""
     return sweep.SweepRequest(base=inv, methods=a.sweep_methods, thresholds=a.sweep_thresholds,
-                              clusters=a.sweep_clusters, tau2=a.sweep_tau2, pi0=a.sweep_pi0,
-                              epochs=a.sweep_epochs, quick=a.quick)
+                              clusters=a.sweep_clusters, components=a.sweep_components, tau2=a.sweep_tau2,
+                              gamma_beta=a.sweep_gamma_beta, pi0=a.sweep_pi0, epochs=a.sweep_epochs,
+                              quick=a.quick, print_commands=a.print_commands, collect=_dirs(a.collect),
+                              done_dirs=_dirs(a.sweep_done), defaults_file=a.sweep_defaults,
+                              argv_of=invocation_argv)
+
+
+# Config fields that invocation_argv writes as `flag value` when they differ from the default
+VALUE_FLAGS = (("seed", "--seed"), ("batch_size", "--batch-size"), ("lr_l2", "--lr-l2"),
+               ("weight_decay", "--weight-decay"), ("lr_l2_decay_from", "--lr-l2-decay-from"), ("tau2", "--tau2"),
+               ("gamma_alpha", "--gamma-alpha"), ("gamma_beta", "--gamma-beta"), ("gamma_param", "--gamma-param"),
+               ("pi0", "--pi0"), ("components", "--components"), ("lr_decay_from", "--lr-decay-from"),
+               ("tau2_final", "--tau2-final"), ("tau2_ramp_from", "--tau2-ramp-from"),
+               ("delta_mu_over", "--delta-mu-over"))
+
+
+def _text(v):
+    return "none" if v is None else repr(v) if isinstance(v, float) else str(v)
+
+
+def invocation_argv(inv):
+    """The run_experiments.py flags of invocation `inv` (one process, --method other than all): every
+    setting that differs from its default, --quick when the config has --quick's data subset. Checked
+    by parsing them back: sweep.SweepError naming the first setting they would not reproduce."""
+    cfg, d = inv.config, Config()
+    quick = (cfg.n_train, cfg.n_test) == (QUICK["n_train"], QUICK["n_test"])
+    argv = ["--arch", cfg.arch, "--method", cfg.method] + (["--init-from", cfg.init_from] if cfg.init_from else [])
+    argv += ["--out", inv.out] + (["--quick"] if quick else [])
+    base = default_epochs(quick)
+    argv += [x for ph, n in cfg.epochs.items() if n != base.get(ph) for x in (f"--epochs-{ph}", str(n))]
+    argv += [x for key, flag in VALUE_FLAGS if getattr(cfg, key) != getattr(d, key)
+             for x in (flag, _text(getattr(cfg, key)))]
+    argv += [x for g, v in cfg.lrs.items() if v != d.lrs[g] for x in (f"--lr-{g.replace('_', '-')}", _text(v))]
+    argv += ["--mask-pruned"] if cfg.mask_pruned else []
+    c = inv.compress
+    argv += (["--no-prune-first"] if not c.prune_first else []) + (["--assign", c.assign] if c.assign !=
+                                                                    CompressOptions().assign else [])
+    argv += ["--merge-kl", _text(c.merge_kl)] if c.merge_kl is not None else []
+    argv += ["--max-epochs", str(inv.max_epochs)] if inv.max_epochs is not None else []
+    argv += (["--device", inv.device] if inv.device != "cpu" else []) + (["--data", inv.data] if inv.data else [])
+    argv += (["--no-figures"] if not inv.figures else []) + (["--resume"] if inv.resume else [])
+    _check_round_trip(argv, inv)
+    return argv
+
+
+class _RaisingParser(Parser):
+    def error(self, message):
+        raise ValueError(message)
+
+
+def _check_round_trip(argv, inv):
+    """sweep.SweepError unless run_experiments.py ARGV makes invocation `inv` (its command aside; the
+    start model compared by absolute path)."""
+    def norm(x):
+        doc = asdict(x)
+        doc.pop("command")
+        doc["config"].pop("init_sha256")
+        if doc["config"]["init_from"]:
+            doc["config"]["init_from"] = os.path.abspath(doc["config"]["init_from"])
+        return doc
+
+    try:
+        p = build_parser(_RaisingParser)
+        a = p.parse_args(argv)
+        validate(p, a)
+    except ValueError as e:
+        raise sweep.SweepError(f"cannot write {inv.out} as a command: {' '.join(argv)}: {e}") from None
+    got, want = norm(invocation_from_args(a, argv)), norm(inv)
+    for part in ("config", "compress", "finetune"):
+        got.update({f"{part}.{k}": v for k, v in got.pop(part).items()})
+        want.update({f"{part}.{k}": v for k, v in want.pop(part).items()})
+    bad = [k for k in want if got.get(k) != want[k]]
+    if bad:
+        raise sweep.SweepError(f"cannot write {inv.out} as a command: its flags would make {bad[0]} "
+                               f"{got.get(bad[0])!r}, not {want[bad[0]]!r}")
 
 
 def run_invocation_file(argv):
