@@ -54,15 +54,16 @@ METHODS = tuple(PHASES)  # the Table 2 rows, in the paper's order of training
 # Seconds per epoch of each phase (full MNIST, batch 100, float32), used as relative costs: the ETA
 # expects an epoch of phase p to take cost(p) times the median observed/cost ratio of the epochs seen so
 # far (refvbc/eta.py).
-#   lenet300  one process on 2 idle cores (the schedule's 33 minutes: 30 x 1.6 + 100 x 6.3 + 200 x 2.4
-#             + 100 x 7.7 s). The medians of docs/results/lenet300/train.log (l2 9.2, sws 18.6, vd 10.2,
-#             vdsws 34.85 s) come from separate invocations under different machine loads and give other
-#             ratios (1 : 2.0 : 1.1 : 3.8 instead of 1 : 3.9 : 1.5 : 4.8); replayed through the ETA, that
-#             log is within 25% at every phase change with either table (python -m refvbc.eta).
+#   lenet300  the medians of the epoch lines of docs/results/lenet300/seeds/seed2/train.log: the README's
+#             command, one process on 2 otherwise idle cores, the whole default schedule in 33.3 minutes
+#             of epochs (100 x 1.9 + 100 x 6.0 + 200 x 2.5 + 100 x 7.0 s). The per-epoch step benchmarks
+#             (docs/bench_step.json: 1.6, 6.3, 2.4, 7.7 s) leave out each epoch's test evaluation and
+#             checkpoint, which weigh most on the short L2 epochs: with them the ETA after the first
+#             epoch of that run was 1.27x the time left, with these 1.05x (python -m refvbc.eta LOG).
 #   lenet5    the medians of the "seconds" of docs/results/lenet5/train.log's epoch lines (three branch
 #             processes on 2 cores; vdsws over both of its VD+SWS runs).
 EPOCH_COST = {
-    "lenet300": {"l2": 1.6, "sws": 6.3, "vd": 2.4, "vdsws": 7.7},
+    "lenet300": {"l2": 1.9, "sws": 6.0, "vd": 2.5, "vdsws": 7.0},
     "lenet5": {"l2": 29.5, "sws": 38.45, "vd": 44.25, "vdsws": 39.5},
 }
 
