@@ -49,6 +49,16 @@ def lineage(phase):
     return out
 
 
+def settings_diff(saved, cfg, phases, skip=("epochs",)):
+    """(saved config completed, [keys]) of the settings read by `phases` in which the config `saved`
+    (a dict, from a checkpoint or a phase model) differs from `cfg`, `skip` left out. A setting that an
+    older file lacks was added later with its default, the value that run used (LEGACY_DEFAULTS where
+    the default has changed since)."""
+    saved = {**asdict(Config()), **LEGACY_DEFAULTS, **saved}
+    mine = asdict(cfg)
+    return saved, [k for k in mine if k not in skip and saved.get(k) != mine[k] and setting_matters(k, phases)]
+
+
 class RunError(RuntimeError):
     """A run directory or checkpoint that cannot be used as asked."""
 
@@ -337,14 +347,10 @@ class Run:
                                f"{self.ckpt_prev} ({e2})") from None
             self.log(f"# checkpoint {self.ckpt} is unreadable ({e}); resuming from the previous one, "
                      f"{self.ckpt_prev} ({meta['phase']} after epoch {meta['epoch']})")
-        saved = meta["config"]
         mine = asdict(self.cfg)
-        # A setting that an older checkpoint lacks was added later with its default, the value that
-        # run used. Epoch counts may change on resume (to extend or shorten a run), except for the
-        # phase in progress when it has already run more epochs than now asked for.
-        saved = {**asdict(Config()), **LEGACY_DEFAULTS, **saved}
-        diff = [k for k in mine if k != "epochs" and saved.get(k) != mine[k]
-                and setting_matters(k, self.cfg.phases())]
+        # Epoch counts may change on resume (to extend or shorten a run), except for the phase in
+        # progress when it has already run more epochs than now asked for.
+        saved, diff = settings_diff(meta["config"], self.cfg, self.cfg.phases())
         if diff:
             raise RunError("--resume with different settings than the checkpoint: " + ", ".join(
                 f"{k}: checkpoint {saved.get(k)!r} vs now {mine[k]!r}" for k in diff))
@@ -419,10 +425,9 @@ class Run:
             if "config/json" not in f:
                 raise RunError(f"--resume: {path} does not record the settings it was made with (a file "
                                "from before they were recorded); move it away or pass it with --init-from")
-            saved = {**asdict(Config()), **LEGACY_DEFAULTS, **json.loads(str(f["config/json"]))}
+            saved, diff = settings_diff(json.loads(str(f["config/json"])), self.cfg, lineage(phase),
+                                        skip=("epochs", "init_sha256"))
             mine = asdict(self.cfg)
-            diff = [k for k in mine if k not in ("epochs", "init_sha256") and saved.get(k) != mine[k]
-                    and setting_matters(k, lineage(phase))]
             if any(saved["epochs"].get(p) != self.cfg.epochs[p] for p in lineage(phase)):
                 diff.append("epochs")
             if diff:

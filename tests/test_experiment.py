@@ -251,13 +251,17 @@ def test_init_from_a_phase_model_continues_exactly_in_process(tiny_run, tmp_path
     assert set(res["methods"]) == {"vd", "vdsws"} and len(res["config"]["init_sha256"]["vd"]) == 64
 
 
-@pytest.mark.parametrize("args, msg", [
+# --init-from mistakes and their one-line messages (in process here, as a subprocess in the slow tier)
+INIT_FROM_ERRORS = [
     (["--arch", "lenet5", "--init-from", "{ref}/l2.npz"], "a lenet300 model, but this run is --arch lenet5"),
     (["--arch", "lenet300", "--method", "sws", "--init-from", "{ref}/vd.npz"],
      "a vd model, but --method sws trains l2, sws"),
     (["--arch", "lenet300", "--init-from", "{ref}/nope.npz"], "no such file or directory"),
     (["--arch", "lenet300", "--method", "vd", "--init-from", "{ref}/results.json"], "cannot read"),
-])
+]
+
+
+@pytest.mark.parametrize("args, msg", INIT_FROM_ERRORS)
 def test_init_from_errors_in_process(tiny_run, tmp_path, args, msg):
     args = [a.format(ref=tiny_run[0]) for a in args]
     rc, _, err = main_in_process(args + ["--quick", "--out", tmp_path / "o", "--no-figures"])
@@ -672,13 +676,7 @@ def test_init_from_a_phase_model_continues_exactly(quick_run, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("args, msg", [
-    (["--arch", "lenet5", "--init-from", "{ref}/l2.npz"], "a lenet300 model, but this run is --arch lenet5"),
-    (["--arch", "lenet300", "--method", "sws", "--init-from", "{ref}/vd.npz"],
-     "a vd model, but --method sws trains l2, sws"),
-    (["--arch", "lenet300", "--init-from", "{ref}/nope.npz"], "no such file or directory"),
-    (["--arch", "lenet300", "--method", "vd", "--init-from", "{ref}/results.json"], "cannot read"),
-])
+@pytest.mark.parametrize("args, msg", INIT_FROM_ERRORS)
 def test_init_from_errors(quick_run, tmp_path, args, msg):
     ref, _ = quick_run
     args = [a.format(ref=ref) for a in args]
