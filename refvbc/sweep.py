@@ -23,7 +23,9 @@ A point is "done" when a directory holds its results.json (config and decoded-fi
 .rvbc, made from the same start model (the config's init_sha256) with the settings of this sweep
 (Sweep.mismatch). Such directories can come from elsewhere:
     --sweep-done DIR     read-only directories of finished points (as committed under
-                         docs/results/<arch>/sweep/<point>/): their points are neither trained nor printed;
+                         docs/results/<arch>/sweep/<point>/), or of a whole-table run (docs/results/<arch>/:
+                         its SWS and VD+SWS phases are the points at its settings, started from the l2.npz
+                         and vd.npz beside them): their points are neither trained nor printed;
     --print-commands F   one self-contained run_experiments.py command per retrained point not done yet,
                          for any scheduler; each makes OUT/points/<name>/ (then --resume or --collect);
     --collect DIR        tradeoff.json/.png from point directories made anywhere, without training.
@@ -39,7 +41,7 @@ import os
 import shlex
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
@@ -52,7 +54,7 @@ from .fileio import atomic_write_bytes
 from .jobs import child_argv, run_jobs
 from .phases import PHASES, method_phases
 from .runlog import RunLog
-from .train import RunError, load_init, lock_dir
+from .train import RunError, file_sha256, load_init, lock_dir
 
 SWEEP_METHODS = ("vd", "sws", "vdsws")
 RETRAINED = ("sws", "vdsws")
@@ -187,6 +189,7 @@ class FoundPoint:
     config: dict
     entry: dict
     epochs: int  # of its method
+    of_table: bool = False  # one phase of a whole-table run (read_points)
 
 
 @dataclass
@@ -404,30 +407,54 @@ def config_differences(saved, want, method):
             if saved.get(k, missing) != want.get(k, missing)]
 
 
-def read_point(path):
-    """The FoundPoint of directory `path`: None when it holds no results.json; SweepError when that
-    file is not a retrained sweep point's (a method other than sws/vdsws, unreadable, incomplete)."""
+def _found_in(res_path, cfg, entry, method):
+    """FoundPoint of `method` from results.json `res_path`'s config and that method's entry."""
+    missing = [k for k in ENTRY_KEYS if k not in entry]
+    if missing:
+        raise SweepError(f"{res_path}: not a sweep point's results.json (its {method} entry has no "
+                         f"{', '.join(missing)})")
+    return FoundPoint(os.path.dirname(res_path), method, Hyper.of_config(cfg), cfg, dict(entry),
+                      int(cfg["epochs"][method]))
+
+
+def _table_points(res_path, cfg, methods):
+    """The retrained points of a whole-table run (--method all, e.g. docs/results/<arch>/): its sws and
+    vdsws phases, each read as a point started from the phase model saved beside it (l2.npz, vd.npz;
+    their SHA-256 stands where a point's config has its start model's, init_sha256)."""
+    out = []
+    for m in (m for m in RETRAINED if m in methods):
+        start = os.path.join(os.path.dirname(res_path), f"{START_FILE[m]}.npz")
+        if not os.path.isfile(start):
+            raise SweepError(f"{res_path}: a whole-table run without {START_FILE[m]}.npz beside it (the "
+                             f"start model of its {PHASES[m].label} phase)")
+        own = {**cfg, "method": m, "init_from": start, "init_sha256": {START_FILE[m]: file_sha256(start)}}
+        out.append(replace(_found_in(res_path, own, methods[m], m), of_table=True))
+    return out
+
+
+def read_points(path):
+    """The FoundPoints of directory `path`: none when it holds no results.json; one for a retrained
+    point's directory (--method sws or vdsws); the sws and vdsws phases of a whole-table run (--method
+    all: Table 2's own phases are the grid's points at the default settings). SweepError when
+    results.json is unreadable, incomplete, or of a method that retrains no point (l2, vd)."""
     res_path = os.path.join(path, "results.json")
     if not os.path.isfile(res_path):
-        return None
-    why = None
+        return []
     try:
         with open(res_path) as f:
             res = json.load(f)
-        cfg = dict(res["config"])
+        cfg, methods = dict(res["config"]), dict(res["methods"])
         method = cfg["method"]
+        if method == "all":
+            return _table_points(res_path, cfg, methods)
         if method in RETRAINED:
-            entry = dict(res["methods"][method])
-            hyper, epochs = Hyper.of_config(cfg), int(cfg["epochs"][method])
-            missing = [k for k in ENTRY_KEYS if k not in entry]
-            why = f"its {method} entry has no {', '.join(missing)}" if missing else None
+            return [_found_in(res_path, cfg, methods[method], method)]
+    except SweepError:
+        raise
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-        why = f"{type(e).__name__}: {e}"
-    if why is not None:
-        raise SweepError(f"{res_path}: not a sweep point's results.json ({why})")
-    if method not in RETRAINED:
-        raise SweepError(f"{path}: results.json of --method {method}, not a retrained sweep point (sws or vdsws)")
-    return FoundPoint(path, method, hyper, cfg, entry, epochs)
+        raise SweepError(f"{res_path}: not a sweep point's results.json ({type(e).__name__}: {e})") from None
+    raise SweepError(f"{path}: results.json of --method {method}, not a retrained sweep point (sws or vdsws) "
+                     "nor a whole-table run (all)")
 
 
 def point_dirs(root):
@@ -583,19 +610,20 @@ class Sweep:
         (the first found wins); any other point there is left out with a line in self.notes."""
         done = {}
         for path in (p for root in dirs for p in point_dirs(root)):
-            name = None
             try:
-                found = read_point(path)
-                name = point_name(found.method, found.hyper)
-                why = self.mismatch(found) or (None if name in self.by_name else "not a point of this grid")
+                found = read_points(path)
             except SweepError as e:
-                why = str(e)
-            if why is None and name in done:
-                why = f"point {name} again ({done[name].path} used)"
-            if why is None:
-                done[name] = found
-            else:
-                self.notes.append(f"# --sweep-done {path}: not used: {why}")
+                self.notes.append(f"# --sweep-done {path}: not used: {e}")
+                continue
+            for f in found:
+                name = point_name(f.method, f.hyper)
+                why = self.mismatch(f) or (None if name in self.by_name else "not a point of this grid")
+                if why is None and name in done:
+                    why = f"point {name} again ({done[name].path} used)"
+                if why is None:
+                    done[name] = f
+                else:
+                    self.notes.append(f"# --sweep-done {path}: {PHASES[f.method].label} point not used: {why}")
         return done
 
     def _scan_collect(self, dirs):
@@ -607,8 +635,10 @@ class Sweep:
             paths = point_dirs(root)
             if not paths:
                 raise SweepError(f"--collect {root}: no point directory there (<point>/results.json)")
-            for path in paths:
-                f = read_point(path)
+            for f in (f for path in paths for f in read_points(path)):
+                if f.of_table and f.method not in self.grid.methods:
+                    continue  # a whole-table run also holds the phases of the methods not swept
+                path = f.path
                 why = self.mismatch(f)
                 if why:
                     raise SweepError(f"--collect {path}: {why}")
@@ -630,9 +660,10 @@ class Sweep:
             return self._found_result(pt, f), f"done in {f.path}"
         if look_in_out:
             try:
-                f = read_point(self.point_dir(pt.name))
+                found = read_points(self.point_dir(pt.name))
             except SweepError:
-                f = None
+                found = []
+            f = found[0] if len(found) == 1 else None
             if f is not None and (f.method, f.hyper) == (pt.method, pt.hyper) and self.mismatch(f) is None:
                 return self._found_result(pt, f), "done earlier"
         return None, None

@@ -92,7 +92,7 @@ def load_params(path, with_phase=False):
     return arch, params
 
 
-def _sha256(path):
+def file_sha256(path):
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -141,7 +141,7 @@ def load_init(cfg):
             raise RunError(f"--init-from {path}: a {phase} model must hold {', '.join(missing)}")
         _check_init_shapes(path, cfg, params)
         out[phase] = params
-        cfg.init_sha256[phase] = _sha256(path)
+        cfg.init_sha256[phase] = file_sha256(path)
     return out
 
 

@@ -666,8 +666,8 @@ COLLECT_CASES = {
                        "made with other settings than this sweep's: seed 5 (this sweep 0)"),
     "file missing": (lambda d: (d / CMD_POINTS[0] / "sws.rvbc").unlink(),
                      "its sws.rvbc is missing or not the file its results.json describes"),
-    "not a point": (lambda d: _edit_results(d / CMD_POINTS[0] / "results.json", method="all"),
-                    "results.json of --method all, not a retrained sweep point"),
+    "not a point": (lambda d: _edit_results(d / CMD_POINTS[0] / "results.json", method="l2"),
+                    "results.json of --method l2, not a retrained sweep point (sws or vdsws) nor a whole-table"),
     "outside the grid": (lambda d: _edit_results(d / CMD_POINTS[0] / "results.json", tau2=0.07), None),
 }
 
@@ -744,6 +744,47 @@ def test_committed_points_are_done_on_a_new_machine(commands_run, phase_dir, tmp
     assert main(sweep_args(phase_dir, tmp_path / "new2", *CMD_GRID, "--sweep-done", str(committed))) == 0
     assert [j[0] for j in launched] == [CMD_POINTS[0]], [j[0] for j in launched]
     assert "not used: made with other settings than this sweep's: seed 5 (this sweep 0)" in capsys.readouterr().out
+
+
+def make_table_dir(commands_run, phase_dir, dest):
+    """A whole-table run directory as `run_experiments.py` (--method all) leaves it, made of the two
+    retrained points of commands_run: one results.json holding both methods' entries under one config
+    (method all, no start model), their .rvbc files, and the start models l2.npz, vd.npz beside them."""
+    points = commands_run[0] / "points"
+    res = [json.loads((points / n / "results.json").read_text()) for n in CMD_POINTS]
+    cfg = {**res[1]["config"], "method": "all", "init_from": None, "init_sha256": {}}
+    dest.mkdir()
+    (dest / "results.json").write_text(json.dumps({**res[1], "config": cfg,
+                                                   "methods": {**res[0]["methods"], **res[1]["methods"]}}))
+    for name, m in zip(CMD_POINTS, ("sws", "vdsws")):
+        shutil.copy(points / name / f"{m}.rvbc", dest / f"{m}.rvbc")
+    for ph in ("l2", "vd"):
+        shutil.copy(phase_dir / f"{ph}.npz", dest / f"{ph}.npz")
+    return dest
+
+
+def test_table_phases_are_the_default_points(commands_run, phase_dir, tmp_path, capsys):
+    """A whole-table run's SWS and VD+SWS phases are the grid's points at its settings when its l2.npz
+    and vd.npz are the sweep's start models: --sweep-done takes them as done, --collect reads them; a
+    table whose start model differs is not used, and says why."""
+    table = make_table_dir(commands_run, phase_dir, tmp_path / "table")
+    cmds = tmp_path / "c.sh"
+    assert main(sweep_args(phase_dir, tmp_path / "p", *CMD_GRID, "--sweep-done", str(table),
+                           "--print-commands", str(cmds))) == 0
+    assert cmds.read_text() == "", f"expected no command, got {cmds.read_text()!r}"
+    dest = tmp_path / "collected"
+    assert main(sweep_args(phase_dir, dest, *CMD_GRID, "--collect", str(table))) == 0
+    doc = json.loads((dest / "tradeoff.json").read_text())
+    got = {p["name"]: p for p in doc["points"] if p["method"] != "vd"}
+    assert sorted(got) == CMD_POINTS and not doc["missing"], (sorted(got), doc["missing"])
+    for name, m in zip(CMD_POINTS, ("sws", "vdsws")):
+        assert (dest / got[name]["rvbc"]).resolve() == (table / f"{m}.rvbc").resolve()
+    shutil.copy(phase_dir / "l2.npz", table / "vd.npz")  # another start model for the VD+SWS phase
+    capsys.readouterr()
+    assert main(sweep_args(phase_dir, tmp_path / "p2", *CMD_GRID, "--sweep-done", str(table),
+                           "--print-commands", str(cmds))) == 0
+    assert [shlex.split(line)[5] for line in cmds.read_text().splitlines()] == ["vdsws"], cmds.read_text()
+    assert "VD+SWS point not used: trained from another vd model" in capsys.readouterr().out
 
 
 @pytest.mark.slow
