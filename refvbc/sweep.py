@@ -46,15 +46,14 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 
 from . import report
-from .config import INVOCATION_FILE, LEGACY_DEFAULTS, PHASE_SETTINGS, Config, Invocation, default_epochs, \
-    setting_matters
+from .config import INVOCATION_FILE, Config, Invocation, default_epochs
 from .data import DataError
 from .experiment import load_data
 from .fileio import atomic_write_bytes
 from .jobs import child_argv, run_jobs
 from .phases import PHASES, method_phases
 from .runlog import RunLog
-from .train import RunError, file_sha256, load_init, lock_dir
+from .train import RunError, file_sha256, load_init, lock_dir, settings_diff
 
 SWEEP_METHODS = ("vd", "sws", "vdsws")
 RETRAINED = ("sws", "vdsws")
@@ -389,22 +388,12 @@ def _json_roundtrip(obj):
 
 def config_differences(saved, want, method):
     """[(setting, saved value, wanted value)] where results.json config `saved` (a dict) differs from
-    Config `want` of a `method` point. Left out: the start model's path and hashes (the hash is
-    compared on its own), the settings the point's phases do not read (Δμ's for SWS points). As on
-    --resume (train.Run), a setting missing from a file made before it existed reads as the value those
-    runs used: its LEGACY_DEFAULTS value, else its default (K 17 for a point made before Config.components)."""
-    want = _json_roundtrip(asdict(want))
-    saved = {**_json_roundtrip(asdict(Config())), **_json_roundtrip(LEGACY_DEFAULTS), **saved}
-    for key in ("init_from", "init_sha256"):
-        saved.pop(key, None)
-        want.pop(key, None)
-    for key in PHASE_SETTINGS:
-        if not setting_matters(key, method_phases(method)):
-            saved.pop(key, None)
-            want.pop(key, None)
-    missing = object()
-    return [(k, saved.get(k, missing), want.get(k, missing)) for k in sorted(set(saved) | set(want))
-            if saved.get(k, missing) != want.get(k, missing)]
+    Config `want` of a `method` point: train.settings_diff (as on --resume: a setting missing from a
+    file made before it existed reads as the value those runs used), the start model's path and hash
+    left out (the hash is compared on its own)."""
+    full, keys = settings_diff(saved, want, method_phases(method), skip=("init_from", "init_sha256"))
+    mine = asdict(want)
+    return [(k, full.get(k), mine[k]) for k in sorted(keys)]
 
 
 def _found_in(res_path, cfg, entry, method):
