@@ -5,10 +5,12 @@ import json
 import os
 import shlex
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import ROOT, run_cli
 
 from refvbc import compress, sweep
 from refvbc.arch import get_arch
@@ -580,7 +582,7 @@ def test_figure_draws_points_below_the_range_at_the_edge(tmp_path):
 def test_default_rows_from_a_results_json(tmp_path):
     """Our default rows come from a results.json's entries; a file of another net or not a results.json
     is a one-line SweepError when named by --sweep-defaults, no rows when only found in --init-from."""
-    path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "docs", "results", "lenet300", "results.json")
+    path = os.path.join(ROOT, "docs", "results", "lenet300", "results.json")
     res = json.loads(open(path).read())
     rows = sweep.load_defaults(path, "lenet300", ("vd", "sws", "vdsws"), explicit=True)
     for m in ("vd", "sws", "vdsws"):
@@ -791,10 +793,6 @@ def test_table_phases_are_the_default_points(commands_run, phase_dir, tmp_path, 
 def test_printed_commands_run_by_a_shell(phase_dir, tmp_path):
     """The commands file as a scheduler would run it: `bash FILE` from the repository root, each line a
     run_experiments.py process; then --collect takes every point as done."""
-    from conftest import ROOT
-    import subprocess
-    import sys
-
     out, cmds = tmp_path / "s", tmp_path / "points.sh"
     p = run_cli(sweep_args(phase_dir, out, *CMD_GRID, "--print-commands", cmds), env=ENV)
     assert p.returncode == 0 and len(cmds.read_text().splitlines()) == 2, p.stdout + p.stderr

@@ -6,8 +6,8 @@ import subprocess
 import sys
 
 import pytest
+from conftest import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROBE = ("import json, os, numba, refvbc; from numba.core import codegen; "
          "print(json.dumps([refvbc.vector_width.SETTING, numba.config.THREADING_LAYER, "
          "os.environ.get('NUMBA_CPU_FEATURES'), '+avx512f' in codegen.get_host_cpu_features().split(',')]))")
