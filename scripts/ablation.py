@@ -140,6 +140,10 @@ def cmd_table(a):
     from refvbc.experiment import load_data
     from refvbc.train import load_params
 
+    if a.md and os.path.exists(a.md):  # before any post-hoc row is computed
+        print(f"error: --md {a.md} exists; the table goes to a new file (copy rows into a document "
+              "by hand)", file=sys.stderr)
+        return 2
     lines = ["| variant | what | masked acc. | decoded .rvbc acc. | non-zero | CR file | CR paper-acct "
              "| median sigma_k | command |", "|---|---|---|---|---|---|---|---|---|"]
     for name, what, flags, epochs, _ in VARIANTS:
@@ -179,10 +183,6 @@ def cmd_table(a):
     text = "\n".join(lines)
     print(text)
     if a.md:
-        if os.path.exists(a.md):
-            print(f"error: --md {a.md} exists; the table goes to a new file (copy rows into a document "
-                  "by hand)", file=sys.stderr)
-            return 2
         atomic_write_bytes(a.md, (text + "\n").encode())
     return 0
 
