@@ -10,10 +10,14 @@ Each result directory DIR (its name, e.g. `lenet300`, names the table) holds:
   method (`l2`, `sws`, `vd`, `vdsws`) and the beyond-the-paper `<method>-finetuned` entries;
 - `DIR/seeds/seed<N>/results.json`: further seeds of the same pipeline (N >= 1; optional);
 - `DIR/<method>-<tag>.results.json`: labelled variants of one phase (e.g. `vdsws-tau2ramp`), each
-  with its own seeds as `DIR/seeds/seed<N>/<method>-<tag>.results.json`.
+  with its own seeds as `DIR/seeds/seed<N>/<method>-<tag>.results.json`. A tag `best...` (e.g.
+  `vdsws-best`) is a point of the full-length hyper-parameter search chosen by its selection rule
+  (docs/objective.md item 18; refvbc/sweep.py BEST_RULE): labelled "best of the full-length sweep",
+  compared with the paper's row, and shown in the README beside the default rows.
 
 The block is written between `<!-- table2:<name>:begin -->` and `<!-- table2:<name>:end -->` in the
-README at the repository root (compact: the paper's four methods) and in `DIR/README.md` (every row,
+README at the repository root (compact: the paper's four methods and the sweep's best rows) and in
+`DIR/README.md` (every row,
 labelled rows included, and where each number comes from). The paper's numbers are the
 `paper_table2` that every results.json carries (refvbc.report.PAPER_TABLE2). Standard library and
 numpy only.
@@ -96,10 +100,11 @@ class Source:
 class Row:
     """One table row: the seed-0 entry, the same entry in every seed file, where it comes from."""
 
-    def __init__(self, key, label, method, source, entry, seeds, paper=None, file=None):
+    def __init__(self, key, label, method, source, entry, seeds, paper=None, file=None, best=False):
         self.key, self.label, self.method = key, label, method
         self.source, self.entry, self.seeds, self.paper = source, entry, seeds, paper
         self.file = file or entry.get("file", "")
+        self.best = best  # a best point of the full-length sweep (a `<method>-best...` file)
 
     def values(self):
         """[(seed, entry)] for seed 0 and every seed file holding this row's entry."""
@@ -148,10 +153,10 @@ class NetTables:
             self.seed_sources[fname] = srcs
         return self.seed_sources[fname]
 
-    def _row(self, key, label, method, source, fname, paper=None, file=None):
+    def _row(self, key, label, method, source, fname, paper=None, file=None, best=False):
         entry = source.doc["methods"][key]
         seeds = [(s.seed, s.doc["methods"][key]) for s in self.seeds_of(fname) if key in s.doc["methods"]]
-        return Row(key, label, method, source, entry, seeds, paper, file)
+        return Row(key, label, method, source, entry, seeds, paper, file, best)
 
     def _default_rows(self):
         ms = self.main.doc["methods"]
@@ -176,12 +181,15 @@ class NetTables:
             keys = [prefix] if prefix in ms else sorted(ms)
             for key in keys:
                 method = ms[key].get("method", key.split("-")[0])
-                label = f"{LABELS.get(method, method)}, variant `{stem}`: {describe(src.doc, self.main.doc)}"
+                best = stem[len(prefix) + 1:].startswith("best")
+                how = ("best of the full-length sweep (selected on test accuracy)" if best else "variant")
+                label = f"{LABELS.get(method, method)}, {how} `{stem}`: {describe(src.doc, self.main.doc)}"
                 # the run wrote <method>.rvbc; its committed copy beside this file is <stem>.rvbc
                 file = ms[key].get("file", "")
                 if file.startswith(prefix):
                     file = stem + file[len(prefix):]
-                rows.append(self._row(key, label, method, src, fname, file=file))
+                rows.append(self._row(key, label, method, src, fname, self.paper.get(method) if best else None,
+                                      file, best))
         return rows
 
     def sources(self):
@@ -265,10 +273,11 @@ def _table(header, lines):
 
 
 def compact_block(net):
-    """The README's table: the paper's four methods, seed 0 and the seeds' mean."""
+    """The README's table: the paper's four methods, seed 0 and the seeds' mean, and the full-length
+    sweep's best rows."""
     lines = []
     for r in net.rows:
-        if r.source is not net.main or r.key not in METHODS:
+        if not r.best and (r.source is not net.main or r.key not in METHODS):
             continue
         pa, _, pc = paper_cells(r.paper)
         e = r.entry

@@ -199,6 +199,21 @@ def test_labelled_variant_is_its_own_row(tmp_path):
     assert "`docs/results/net/vdsws-tau2ramp.results.json` [vdsws]" in row[0]
 
 
+def test_best_point_of_the_sweep_is_labelled_and_in_the_readme(tmp_path):
+    """A `<method>-best` file is a row "best of the full-length sweep (selected on test accuracy)" with
+    its settings, compared with the paper's row, on the page and in the README's table (a plain variant
+    is on the page only)."""
+    net = make_tree(tmp_path, variant="vdsws-best")
+    code, out, err = run([net], "print")
+    assert code == 0, err
+    readme, page = out.split("# net: docs/results/net/README.md")
+    want = ("| VD+SWS, best of the full-length sweep (selected on test accuracy) `vdsws-best`: "
+            "`--tau2-final 0.2` | 98.24% | 161× | 98.30% | 234.7× | 1.00% | +0.06 pt, 1.46× | — (n = 1) |")
+    assert want in readme, readme
+    row = [l for l in page.splitlines() if "`vdsws-best`" in l]
+    assert len(row) == 1 and "| 98.24% / 1.5% / 161× | 98.30% |" in row[0], row
+
+
 def test_write_then_check_and_text_outside_the_markers_kept(tmp_path):
     net = make_tree(tmp_path, seeds=[(1, 0.9815, 234.5)])
     assert run([net], "check")[0] == 1  # the blocks are empty
