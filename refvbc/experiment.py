@@ -78,12 +78,13 @@ def summarize_methods(inv, finals, data, log):
     for m in METHODS:
         if m not in finals:
             continue
-        results[m] = report.summarize(cfg.arch, m, finals[m], data[2], data[3], inv.out, copts)
+        results[m] = report.summarize(cfg.arch, m, finals[m], data[2], data[3], inv.out, copts,
+                                      gamma_beta=cfg.gamma_beta)
         if ft.variant != "none" and PHASES[m].mixture:
             spec = dict(variant=ft.variant, epochs=ft.epochs, lr=ft.lr, seed=cfg.seed, x=data[0], y=data[1],
                         log=log)
             results[f"{m}-finetuned"] = report.summarize(cfg.arch, m, finals[m], data[2], data[3], inv.out,
-                                                         copts, finetune=spec)
+                                                         copts, finetune=spec, gamma_beta=cfg.gamma_beta)
     return results
 
 

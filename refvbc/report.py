@@ -13,7 +13,7 @@ import os
 import numpy as np
 
 from . import models
-from .arch import N_COMPONENTS, PI0, get_arch
+from .arch import GAMMA_BETA, N_COMPONENTS, PI0, get_arch
 from .fileio import atomic_write_bytes
 from .models import prune_masks
 from .phases import METHODS, PHASES
@@ -27,9 +27,13 @@ PAPER_TABLE2 = {
 }
 
 
-def summarize(arch, method, params, x_test, y_test, out_dir, compress_opts=None, finetune=None):
+def summarize(arch, method, params, x_test, y_test, out_dir, compress_opts=None, finetune=None,
+              gamma_beta=None):
     """Compress `params` trained by `method`, write `<out_dir>/<method>.rvbc`, read it back, and
     evaluate the decoded model.  Returns the results.json entry of this method.
+
+    gamma_beta: the Gamma hyper-prior's beta the model was trained with (None: the paper's), named in
+    the row label when it is not the paper's.
 
     finetune: None, or dict(variant, epochs, lr, x, y, seed[, log]) for the beyond-the-paper
     re-training after the collapse (refvbc/finetune.py); its file is `<method>-finetuned.rvbc`."""
@@ -59,7 +63,7 @@ def summarize(arch, method, params, x_test, y_test, out_dir, compress_opts=None,
     acc_mem = float(np.mean(np.argmax(compress.evaluate(cm, x), axis=1) == y_test))
     rep = compress.report(decoded)
     entry = {
-        "method": method, "label": _label(method, params, finetune is not None),
+        "method": method, "label": _label(method, params, finetune is not None, gamma_beta),
         "arch": arch, "test_acc_compressed": acc, "test_acc_compressed_in_memory": acc_mem,
         "test_acc_uncompressed": acc_masked,
         "nonzero_fraction": rep["total"]["nonzeros"] / rep["total"]["n_weights"],
@@ -77,11 +81,13 @@ def summarize(arch, method, params, x_test, y_test, out_dir, compress_opts=None,
     return entry
 
 
-def _label(method, params, finetuned):
+def _label(method, params, finetuned, gamma_beta=None):
     """The row label of `method`'s entry: the phase's, with what is beyond the paper named (fine-tuning,
-    a mixture of other than Table 3's 17 components)."""
+    a mixture of other than the paper's 17 components, a Gamma hyper-prior beta other than its 10)."""
     K = len(params["gmm.mu"]) if "gmm.mu" in params else N_COMPONENTS
-    notes = " fine-tuned" * finetuned + (f" K={K}" if K != N_COMPONENTS else "")
+    beta = "gmm.mu" in params and gamma_beta is not None and gamma_beta != GAMMA_BETA
+    notes = (" fine-tuned" * finetuned + (f" K={K}" if K != N_COMPONENTS else "")
+             + (f" β={gamma_beta:g}" if beta else ""))
     return PHASES[method].label + (f"{notes} (beyond the paper)" if notes else "")
 
 

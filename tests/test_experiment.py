@@ -70,11 +70,11 @@ def tiny_quick():
     CPU; these tests are about the run, tests/test_compress_*.py about the codebook)."""
     summarize = report.summarize
 
-    def summarize_small_vd_codebook(arch, method, params, x, y, out_dir, compress_opts=None, finetune=None):
+    def summarize_small_vd_codebook(arch, method, params, x, y, out_dir, compress_opts=None, **kw):
         opts = dict(compress_opts or {})
         if method == "vd":
             opts.setdefault("vd_components", 2)
-        return summarize(arch, method, params, x, y, out_dir, opts, finetune=finetune)
+        return summarize(arch, method, params, x, y, out_dir, opts, **kw)
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(config, "QUICK", TINY)
@@ -200,31 +200,36 @@ def test_resume_with_other_components_is_refused(tiny_run, tmp_path):
 
 
 def test_tiny_run_with_other_components(tiny_run, tmp_path):
-    """--components 5 (beyond the paper) from the reference run's VD model: the VD+SWS mixture has 5
-    components in the model, the results and the figure, and its row is labelled beyond the paper."""
+    """--components 5 and --gamma-beta 1.6 (beyond the paper) from the reference run's VD model: the
+    VD+SWS mixture has 5 components in the model, the results and the figure, and its row is labelled
+    beyond the paper with both."""
     pytest.importorskip("matplotlib")
     ref, _ = tiny_run
     out = tmp_path / "k5"
     rc, stdout, err = main_in_process(["--arch", "lenet300", "--quick", "--seed", "3", "--out", out, "--method",
-                                       "vdsws", "--init-from", ref / "vd.npz", "--components", "5"])
+                                       "vdsws", "--init-from", ref / "vd.npz", "--components", "5",
+                                       "--gamma-beta", "1.6"])
     assert rc == 0, stdout + err
     with np.load(out / "vdsws.npz") as f:
         assert f["param/gmm.mu"].shape == (5,), f"expected gmm.mu of shape (5,), got {f['param/gmm.mu'].shape}"
     res = json.loads((out / "results.json").read_text())
     assert res["config"]["components"] == 5 and res["methods"]["vdsws"]["mixture"]["components"] == 5
-    assert res["methods"]["vdsws"]["label"] == "VD+SWS K=5 (beyond the paper)", res["methods"]["vdsws"]["label"]
+    assert res["methods"]["vdsws"]["label"] == "VD+SWS K=5 β=1.6 (beyond the paper)", res["methods"]["vdsws"]["label"]
     assert "mixture components K = 5 (Table 3: 17): beyond the paper" in stdout, stdout
     assert (out / "hist_vdsws.png").exists(), sorted(os.listdir(out))
 
 
-@pytest.mark.parametrize("K, label, finetuned", [
-    (17, "VD+SWS", "VD+SWS fine-tuned (beyond the paper)"),
-    (33, "VD+SWS K=33 (beyond the paper)", "VD+SWS fine-tuned K=33 (beyond the paper)")])
-def test_a_mixture_of_other_components_is_labelled_beyond_the_paper(K, label, finetuned):
-    """The row label (results.json, docs tables) and Table 2's footnote name a K other than Table 3's."""
+@pytest.mark.parametrize("K, beta, label, finetuned", [
+    (17, 10.0, "VD+SWS", "VD+SWS fine-tuned (beyond the paper)"),
+    (33, 10.0, "VD+SWS K=33 (beyond the paper)", "VD+SWS fine-tuned K=33 (beyond the paper)"),
+    (17, 1.6, "VD+SWS β=1.6 (beyond the paper)", "VD+SWS fine-tuned β=1.6 (beyond the paper)"),
+    (33, 0.4, "VD+SWS K=33 β=0.4 (beyond the paper)", "VD+SWS fine-tuned K=33 β=0.4 (beyond the paper)")])
+def test_a_mixture_of_other_components_is_labelled_beyond_the_paper(K, beta, label, finetuned):
+    """The row label (results.json, docs tables) and Table 2's footnote name a K other than the paper's
+    17 and a Gamma hyper-prior beta other than its 10."""
     params = {"gmm.mu": np.zeros(K)}
     for ft, want in ((False, label), (True, finetuned)):
-        got = report._label("vdsws", params, ft)
+        got = report._label("vdsws", params, ft, beta)
         assert got == want, f"K={K} fine-tuned={ft}: expected label {want!r}, got {got!r}"
     entry = {"method": "vdsws", "test_acc_compressed": 0.98, "nonzero_fraction": 0.02, "ratio_file": 100.0,
              "ratio_paper": 120.0, "mixture": {"components": K}}
