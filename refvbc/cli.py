@@ -217,9 +217,10 @@ def _sweep(p):
 def _sweep_points(g):
     g.add_argument("--sweep-done", action="append", default=None, metavar="DIR[,DIR...]",
                    help="read-only directories of finished points, <point>/ each with results.json and its "
-                        ".rvbc (as committed under docs/results/<arch>/sweep/), or a whole-table run directory (its "
-                        "SWS and VD+SWS phases, started from the l2.npz/vd.npz beside them, are the points at "
-                        "its settings): a point of the grid found there, made from --init-from's model with this sweep's settings, is done (not "
+                        ".rvbc (as committed under docs/results/<arch>/sweep/), or a whole-table run directory "
+                        "(its SWS and VD+SWS phases, started from the l2.npz/vd.npz beside them, are the points "
+                        "at its settings): a point of the grid found there, made from --init-from's model with "
+                        "this sweep's settings, is done (not "
                         "trained, not printed); nothing is written there; repeatable (default %(default)s)")
     g.add_argument("--print-commands", default=None, metavar="FILE",
                    help="write one self-contained command per retrained point not done yet (in "

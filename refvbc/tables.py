@@ -17,8 +17,7 @@ Each result directory DIR (its name, e.g. `lenet300`, names the table) holds:
 
 The block is written between `<!-- table2:<name>:begin -->` and `<!-- table2:<name>:end -->` in the
 README at the repository root (compact: the paper's four methods and the sweep's best rows) and in
-`DIR/README.md` (every row,
-labelled rows included, and where each number comes from). The paper's numbers are the
+`DIR/README.md` (every row, labelled rows included, and where each number comes from). The paper's numbers are the
 `paper_table2` that every results.json carries (refvbc.report.PAPER_TABLE2). Standard library and
 numpy only.
 """
